@@ -1,0 +1,1 @@
+"""tweetgen shared layer: domain (pure), services (use cases), adapters (AWS, database)."""

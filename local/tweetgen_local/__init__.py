@@ -1,0 +1,1 @@
+"""The tweetgen command and the docker-free local stack."""
