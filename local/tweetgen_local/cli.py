@@ -1,0 +1,80 @@
+"""The ``tweetgen`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tweetgen_build.cli import COMMANDS, PROG, run
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _default_data() -> list[Path]:
+    return [Path(os.environ.get("TWEETGEN_DATA_DIR", "../shared/data/sentiment140"))]
+
+
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="tweets to train on (default: $TWEETGEN_DATA_DIR or ../shared/data/sentiment140)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(".tweetgen/demo"), help="where models are kept"
+    )
+    parser.add_argument("--max-tweets", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--vocab-size", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--retrain", action="store_true", help="ignore cached models")
+    parser.add_argument(
+        "--no-serve", action="store_true", help="end after the demo instead of serving"
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tweetgen_local.demo import DemoOptions, run_demo
+
+    return run_demo(
+        DemoOptions(
+            data=args.data or _default_data(),
+            out=args.out,
+            max_tweets=args.max_tweets,
+            epochs=args.epochs,
+            preset=args.preset,
+            vocab_size=args.vocab_size,
+            seed=args.seed,
+            retrain=args.retrain,
+        )
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="tweetgen: train, serve and A/B-test tweet generators"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (summary, add_arguments, command) in COMMANDS.items():
+        sp = sub.add_parser(name, help=summary, description=summary)
+        add_arguments(sp)
+        sp.set_defaults(handler=command)
+    demo = sub.add_parser("demo", help="the whole story on the local machine")
+    _add_demo_arguments(demo)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args.handler, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Command-line entry points of the model build (``tweetgen train`` / ``evaluate`` / ``validate-artifact``).
+
+Heavy imports (TensorFlow) happen inside the commands, so ``--help`` and validation stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tweetgen_build.errors import InputError
+
+PROG = "tweetgen"
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _override(value: str) -> tuple[str, Any]:
+    if "=" not in value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {value!r}")
+    name, raw = value.split("=", 1)
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        parsed = raw
+    return name.strip(), parsed
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, choices=["lstm", "gpt2"], help="which generator")
+    parser.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="tweet files (Sentiment140 CSV with or without header, or one tweet per line) or folders",
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="writes OUT/model.tar.gz and OUT/metrics.json"
+    )
+    parser.add_argument(
+        "--preset", default="small", help="model size: tiny, small (default) or gpt2-small"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=_override,
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one model setting of the preset, e.g. --set units=256 (repeatable)",
+    )
+    parser.add_argument("--epochs", type=_positive, default=10)
+    parser.add_argument("--batch-size", type=_positive, default=32)
+    parser.add_argument(
+        "--sequence-length", type=_positive, default=64, help="tokens per training window"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=None, help="default 2e-3 (LSTM), 5e-4 (GPT-2)"
+    )
+    parser.add_argument(
+        "--patience", type=_positive, default=2, help="early-stopping patience in epochs"
+    )
+    parser.add_argument("--max-tweets", type=_positive, default=None, help="use at most N tweets")
+    parser.add_argument("--vocab-size", type=_positive, default=8000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="reuse this tokenizer.json (share it across models)",
+    )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="PATH_OR_NAME",
+        help="GPT-2 only: start from a pretrained checkpoint (local folder, or a hub name with network)",
+    )
+    parser.add_argument(
+        "--variant",
+        default=None,
+        help="production variant the artifact is for (default: the model kind)",
+    )
+    parser.add_argument(
+        "--version", default=None, help="artifact version (default: timestamp, kind and data hash)"
+    )
+    parser.add_argument(
+        "--samples", type=_positive, default=64, help="samples drawn for distinct-n metrics"
+    )
+    parser.add_argument(
+        "--unpacked",
+        action="store_true",
+        help="write the artifact tree into OUT instead of OUT/model.tar.gz",
+    )
+    parser.add_argument(
+        "--metrics-dir",
+        type=Path,
+        default=None,
+        help="where metrics.json and the curve go (default OUT)",
+    )
+    parser.add_argument("--keep-urls", action="store_true", help="do not replace URLs by <url>")
+    parser.add_argument(
+        "--keep-mentions", action="store_true", help="do not replace @mentions by <user>"
+    )
+    parser.add_argument("--lowercase", action="store_true", help="lowercase every tweet")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from tweetgen_build.data import CleaningOptions
+    from tweetgen_build.pipeline import TrainOptions, run_training
+    from tweetgen_build.training import TrainSettings
+
+    if args.init_from and args.model != "gpt2":
+        raise InputError("--init-from applies to --model gpt2 only")
+    learning_rate = args.learning_rate or (2e-3 if args.model == "lstm" else 5e-4)
+    options = TrainOptions(
+        model=args.model,
+        data=list(args.data),
+        out=args.out,
+        preset=args.preset,
+        overrides=dict(args.overrides),
+        settings=TrainSettings(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            sequence_length=args.sequence_length,
+            learning_rate=learning_rate,
+            patience=args.patience,
+            seed=args.seed,
+        ),
+        max_tweets=args.max_tweets,
+        vocab_size=args.vocab_size,
+        tokenizer=args.tokenizer,
+        init_from=args.init_from,
+        variant=args.variant,
+        version=args.version,
+        unpacked=args.unpacked,
+        metrics_dir=args.metrics_dir,
+        samples=args.samples,
+        cleaning=CleaningOptions(
+            replace_urls=not args.keep_urls,
+            replace_users=not args.keep_mentions,
+            lowercase=args.lowercase,
+        ),
+    )
+    run_training(options)
+    return 0
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("artifact", type=Path, help="a model.tar.gz")
+    parser.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="the tweets it was trained on: the test split is recomputed from them",
+    )
+    parser.add_argument("--max-tweets", type=_positive, default=None)
+    parser.add_argument("--samples", type=_positive, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from tweetgen_build.evaluate import evaluate_artifact
+
+    metrics = evaluate_artifact(
+        args.artifact, args.data, max_tweets=args.max_tweets, samples=args.samples, seed=args.seed
+    )
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        width = max(len(k) for k in metrics)
+        for key, value in metrics.items():
+            print(
+                f"{key:<{width}}  {value:.4g}"
+                if isinstance(value, float)
+                else f"{key:<{width}}  {value}"
+            )
+    return 0
+
+
+def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, help="a model.tar.gz")
+    parser.add_argument("--variant", default=None, help="the production variant it must be for")
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    from tweetgen.domain.artifact import validate_artifact
+
+    if not args.path.is_file():
+        raise InputError(f"{args.path}: no such file")
+    with open(args.path, "rb") as handle:
+        report = validate_artifact(handle, expected_variant=args.variant)
+    if report.ok:
+        meta = report.metadata
+        assert meta is not None
+        print(
+            f"{args.path}: ok ({meta.kind} for variant {meta.variant}, version {meta.version},"
+            f" {report.members} files, {report.total_bytes:,} bytes)"
+        )
+        return 0
+    print(f"{args.path}: {len(report.problems)} problem(s)", file=sys.stderr)
+    for problem in report.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return 1
+
+
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {
+    "train": ("train one model and package it as model.tar.gz", add_train_arguments, train_command),
+    "evaluate": ("offline metrics of a packaged model", add_evaluate_arguments, evaluate_command),
+    "validate-artifact": (
+        "check an artifact as the rollout will",
+        add_validate_arguments,
+        validate_command,
+    ),
+}
+
+
+def run(command: Command, args: argparse.Namespace) -> int:
+    """Run a command; bad input ends with one line and exit status 2, never a traceback."""
+    try:
+        return command(args)
+    except InputError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """``tweetgen train`` alone (the SageMaker script-mode entry point uses this)."""
+    parser = argparse.ArgumentParser(prog=f"{PROG} train", description=COMMANDS["train"][0])
+    add_train_arguments(parser)
+    return run(train_command, parser.parse_args(argv))

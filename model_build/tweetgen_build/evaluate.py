@@ -1,0 +1,189 @@
+"""Offline metrics of a packaged model: held-out perplexity and properties of its samples."""
+
+from __future__ import annotations
+
+import math
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tweetgen_build.ngram import KneserNeyLM
+from tweetgen_build.tokenizer import EOS_ID
+
+Signature = Callable[..., dict[str, tf.Tensor]]
+
+
+def _right_padded(batch: Sequence[Sequence[int]], limit: int) -> tuple[np.ndarray, np.ndarray]:
+    width = min(max(len(s) for s in batch), limit)
+    ids = np.full((len(batch), width), EOS_ID, dtype=np.int32)
+    mask = np.zeros((len(batch), width), dtype=np.int32)
+    for row, seq in enumerate(batch):
+        seq = seq[:width]
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def model_perplexity(
+    score: Signature, sequences: Sequence[Sequence[int]], *, max_length: int, batch_size: int = 64
+) -> tuple[float, int]:
+    """Per-token perplexity of framed tweets (every token after the leading eos is predicted).
+
+    Tweets longer than ``max_length`` tokens are cut there, for every model alike.
+    """
+    ordered = sorted(sequences, key=len)
+    total, count = 0.0, 0
+    for start in range(0, len(ordered), batch_size):
+        ids, mask = _right_padded(ordered[start : start + batch_size], max_length)
+        out = score(input_ids=tf.constant(ids), attention_mask=tf.constant(mask))
+        total += float(tf.reduce_sum(out["token_log_probs"]))
+        count += int(mask[:, 1:].sum())
+    if count == 0:
+        raise ValueError("no tokens to score")
+    return math.exp(-total / count), count
+
+
+def ngram_perplexity(
+    train: Sequence[Sequence[int]],
+    test: Sequence[Sequence[int]],
+    *,
+    vocab_size: int,
+    max_length: int,
+    order: int = 3,
+) -> float:
+    """The baseline: interpolated Kneser-Ney on the same tokens, split and truncation."""
+    lm = KneserNeyLM(order=order, vocab_size=vocab_size).fit([s[:max_length] for s in train])
+    return lm.perplexity([s[:max_length] for s in test])
+
+
+def generate_samples(
+    generate: Signature,
+    count: int,
+    *,
+    max_new_tokens: int = 32,
+    temperature: float = 0.8,
+    top_k: int = 40,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[list[int]]:
+    """Unconditional samples (the prompt is the start token alone)."""
+    samples: list[list[int]] = []
+    for start in range(0, count, batch_size):
+        rows = min(batch_size, count - start)
+        out = generate(
+            input_ids=tf.fill([rows, 1], EOS_ID),
+            attention_mask=tf.ones([rows, 1], tf.int32),
+            max_new_tokens=tf.constant(max_new_tokens, tf.int32),
+            temperature=tf.constant(temperature, tf.float32),
+            top_k=tf.constant(top_k, tf.int32),
+            seed=tf.constant(seed + start, tf.int64),
+        )
+        ids, lengths = out["generated_ids"].numpy(), out["lengths"].numpy()
+        samples += [row[:n].tolist() for row, n in zip(ids, lengths, strict=True)]
+    return samples
+
+
+def sample_metrics(samples: Sequence[Sequence[int]]) -> dict[str, float]:
+    """distinct-1/2 (unique n-grams over all n-grams of all samples), repetition rate (share of
+    bigrams inside a sample that already occurred earlier in it) and mean length in tokens."""
+    unigrams = [t for s in samples for t in s]
+    bigrams = [tuple(s[i : i + 2]) for s in samples for i in range(len(s) - 1)]
+    repeats, pairs = 0, 0
+    for s in samples:
+        seen: set[tuple[int, ...]] = set()
+        for i in range(len(s) - 1):
+            pair = tuple(s[i : i + 2])
+            repeats += pair in seen
+            pairs += 1
+            seen.add(pair)
+    return {
+        "distinct_1": len(set(unigrams)) / len(unigrams) if unigrams else 0.0,
+        "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else 0.0,
+        "repetition_rate": repeats / pairs if pairs else 0.0,
+        "mean_length": float(np.mean([len(s) for s in samples])) if samples else 0.0,
+    }
+
+
+def offline_metrics(
+    loaded: Any,
+    train: Sequence[Sequence[int]],
+    test: Sequence[Sequence[int]],
+    *,
+    vocab_size: int,
+    max_length: int,
+    samples: int = 64,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Every offline metric of one SavedModel, with the n-gram baseline on the same split."""
+    perplexity, tokens = model_perplexity(loaded.signatures["score"], test, max_length=max_length)
+    baseline = ngram_perplexity(train, test, vocab_size=vocab_size, max_length=max_length)
+    generated = generate_samples(loaded.signatures["serving_default"], samples, seed=seed)
+    return {
+        "test_perplexity": perplexity,
+        "test_tokens": float(tokens),
+        "ngram_perplexity": baseline,
+        "perplexity_vs_ngram": perplexity / baseline,
+        **sample_metrics(generated),
+    }
+
+
+def evaluate_artifact(
+    archive: Path,
+    data: list[Path],
+    *,
+    max_tweets: int | None = None,
+    samples: int = 64,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Offline metrics of a ``model.tar.gz`` on the test split of ``data``.
+
+    The split is recomputed with the cleaning options recorded in the artifact; a data
+    fingerprint different from the training run's is reported rather than hidden.
+    """
+    from tweetgen_build.data import CleaningOptions
+    from tweetgen_build.errors import InputError
+    from tweetgen_build.packaging import load_served_model, unpack_artifact
+    from tweetgen_build.pipeline import EVAL_MAX_LENGTH, prepare_data
+    from tweetgen_build.tokenizer import encode_tweets
+
+    say = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    if not archive.is_file():
+        raise InputError(f"{archive}: no such file")
+    with tempfile.TemporaryDirectory(prefix="tweetgen-eval-") as tmp:
+        try:
+            root = unpack_artifact(archive, Path(tmp))
+            loaded, metadata, tokenizer = load_served_model(root)
+        except (OSError, tarfile.TarError, ValueError) as exc:
+            raise InputError(f"{archive}: not a loadable tweetgen artifact ({exc})") from None
+        cleaning = CleaningOptions(**metadata.data.cleaning)
+        splits, _ = prepare_data(data, cleaning, max_tweets, say)
+        same_data = splits.fingerprint() == metadata.data.sha256
+        if not same_data:
+            say(
+                "note: this data differs from the training run's; the test split is not the one recorded"
+            )
+        train = encode_tweets(tokenizer, list(splits.train))
+        test = encode_tweets(tokenizer, list(splits.test))
+        metrics = offline_metrics(
+            loaded,
+            train,
+            test,
+            vocab_size=metadata.tokenizer.vocab_size,
+            max_length=min(EVAL_MAX_LENGTH, metadata.generation.max_context),
+            samples=samples,
+            seed=seed,
+        )
+    return {
+        "kind": metadata.kind,
+        "variant": metadata.variant,
+        "version": metadata.version,
+        "same_data_as_training": same_data,
+        **metrics,
+    }

@@ -1,0 +1,218 @@
+"""In-graph generation shared by both models: one SavedModel call per request, not one per token.
+
+Each model supplies ``prefill`` (run the left-padded prompt, return the last logits and a cache)
+and ``step`` (feed one token per row, return the next logits and the updated cache); the loop,
+sampling and stopping live here once, so both artifacts expose the same serving signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+_MASK32 = 0xFFFFFFFF
+
+# Serving signature shared by both models (code/inference.py relies on these names).
+GENERATE_SIGNATURE = (
+    tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+    tf.TensorSpec([None, None], tf.int32, name="attention_mask"),
+    tf.TensorSpec([], tf.int32, name="max_new_tokens"),
+    tf.TensorSpec([], tf.float32, name="temperature"),
+    tf.TensorSpec([], tf.int32, name="top_k"),
+    tf.TensorSpec([], tf.int64, name="seed"),
+)
+TOKENS_SIGNATURE = (
+    tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+    tf.TensorSpec([None, None], tf.int32, name="attention_mask"),
+)
+
+
+def _mix32(x: tf.Tensor) -> tf.Tensor:
+    """An integer hash on 32-bit values held in int64 (multipliers < 2**31 so nothing overflows)."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+    x = tf.bitwise.bitwise_and(x * 0x7FEB352D, _MASK32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
+    x = tf.bitwise.bitwise_and(x * 0x2C1B3C6D, _MASK32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+
+def hashed_uniform(row_seeds: tf.Tensor, step: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """Uniform(0, 1) noise of shape [rows, width] that depends only on (row seed, step, column).
+
+    A row's draws do not depend on the other rows of the batch, so row ``i`` of a batch sampled
+    with seed ``s`` equals that prompt alone sampled with seed ``s + i``, and a fresh value at
+    every step (a stateless op with one fixed seed would repeat itself at every step).
+    """
+    seeds = tf.cast(row_seeds, tf.int64)
+    lo = tf.bitwise.bitwise_and(seeds, _MASK32)
+    hi = tf.bitwise.bitwise_and(tf.bitwise.right_shift(seeds, 32), _MASK32)
+    h = _mix32(tf.bitwise.bitwise_xor(lo, _mix32(hi + 0x3C6EF372)))
+    h = _mix32(tf.bitwise.bitwise_xor(h, _mix32(tf.cast(step, tf.int64) + 0x632BE5AB)))
+    cols = _mix32(tf.range(tf.cast(width, tf.int64), dtype=tf.int64) + 0x1B873593)
+    bits = _mix32(tf.bitwise.bitwise_xor(h[:, None], cols[None, :]))
+    return tf.cast((tf.cast(bits, tf.float64) + 0.5) / 4294967296.0, tf.float32)
+
+
+def select_next(
+    logits: tf.Tensor,
+    temperature: tf.Tensor,
+    top_k: tf.Tensor,
+    row_seeds: tf.Tensor,
+    step: tf.Tensor,
+) -> tf.Tensor:
+    """Next token per row: greedy when temperature <= 0, else top-k sampling (Gumbel-max).
+
+    Sampling only among the top-k candidates keeps the cost independent of the vocabulary size.
+    """
+    vocab = tf.shape(logits)[-1]
+    k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
+    values, indices = tf.math.top_k(logits, k=k)
+    greedy = indices[:, 0]
+    scaled = values / tf.maximum(temperature, 1e-6)
+    gumbel = -tf.math.log(-tf.math.log(hashed_uniform(row_seeds, step, k)))
+    choice = tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)
+    sampled = tf.gather(indices, choice, batch_dims=1)
+    return tf.where(temperature > 0.0, sampled, greedy)
+
+
+Cache = Any
+Prefill = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, Cache]]
+Step = Callable[[tf.Tensor, Cache], tuple[tf.Tensor, Cache]]
+
+
+def generate_loop(
+    prefill: Prefill,
+    step: Step,
+    cache_invariants: Callable[[Cache], Cache],
+    input_ids: tf.Tensor,
+    attention_mask: tf.Tensor,
+    max_new_tokens: tf.Tensor,
+    temperature: tf.Tensor,
+    top_k: tf.Tensor,
+    seed: tf.Tensor,
+    eos_id: int,
+) -> dict[str, tf.Tensor]:
+    """Generate up to ``max_new_tokens`` per row inside the graph; rows stop at end-of-text.
+
+    Returns ``generated_ids`` [batch, steps] (end-of-text after a row has finished) and
+    ``lengths`` [batch], the number of tokens before end-of-text.
+    """
+    batch = tf.shape(input_ids)[0]
+    row_seeds = tf.cast(seed, tf.int64) + tf.range(batch, dtype=tf.int64)
+    logits, cache = prefill(input_ids, attention_mask)
+    max_new_tokens = tf.maximum(max_new_tokens, 0)
+
+    def cond(
+        i: tf.Tensor, logits: tf.Tensor, cache: Cache, finished: tf.Tensor, out: Any
+    ) -> tf.Tensor:
+        return tf.logical_and(i < max_new_tokens, tf.logical_not(tf.reduce_all(finished)))
+
+    def body(
+        i: tf.Tensor, logits: tf.Tensor, cache: Cache, finished: tf.Tensor, out: Any
+    ) -> tuple[Any, ...]:
+        token = select_next(logits, temperature, top_k, row_seeds, i)
+        token = tf.where(finished, tf.constant(eos_id, tf.int32), token)
+        out = out.write(i, token)
+        finished = tf.logical_or(finished, tf.equal(token, eos_id))
+        more = tf.logical_and(i + 1 < max_new_tokens, tf.logical_not(tf.reduce_all(finished)))
+        # The last token needs no forward pass of its own.
+        logits, cache = tf.cond(more, lambda: step(token, cache), lambda: (logits, cache))
+        return i + 1, logits, cache, finished, out
+
+    out = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=tf.TensorShape([None]))
+    loop_vars = (tf.constant(0), logits, cache, tf.zeros([batch], tf.bool), out)
+    invariants = (
+        tf.TensorShape([]),
+        tf.TensorShape([None, None]),
+        cache_invariants(cache),
+        tf.TensorShape([None]),
+        tf.TensorShape(None),
+    )
+    _, _, _, _, out = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
+    generated = tf.cond(
+        out.size() > 0,
+        lambda: tf.transpose(out.stack()),
+        lambda: tf.zeros([batch, 0], tf.int32),
+    )
+    is_eos = tf.cast(tf.equal(generated, eos_id), tf.int32)
+    lengths = tf.reduce_sum(1 - tf.minimum(tf.cumsum(is_eos, axis=1), 1), axis=1)
+    return {"generated_ids": generated, "lengths": lengths}
+
+
+def left_pad_positions(attention_mask: tf.Tensor) -> tf.Tensor:
+    """Position ids for a left-padded batch: each row's first real token is position 0."""
+    return tf.maximum(tf.cumsum(attention_mask, axis=1) - 1, 0)
+
+
+def token_log_probs(
+    logits: tf.Tensor, input_ids: tf.Tensor, attention_mask: tf.Tensor
+) -> tf.Tensor:
+    """log p(input_ids[:, t+1] | prefix) for a right-padded batch; 0 where the target is padding."""
+    targets = input_ids[:, 1:]
+    log_probs = tf.nn.log_softmax(tf.cast(logits[:, :-1, :], tf.float32), axis=-1)
+    picked = tf.gather(log_probs, targets, batch_dims=2)
+    return picked * tf.cast(attention_mask[:, 1:], tf.float32)
+
+
+class GeneratorServing(tf.Module):
+    """What every SavedModel exports: generation, scoring and next-token logits.
+
+    A model supplies ``prefill``, ``step``, ``cache_invariants`` and ``full_logits``; the three
+    signatures are defined here once, so both models serve the same contract.
+    """
+
+    eos_id: int = 0
+
+    def prefill(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, Cache]:
+        raise NotImplementedError
+
+    def step(self, token: tf.Tensor, cache: Cache) -> tuple[tf.Tensor, Cache]:
+        raise NotImplementedError
+
+    def cache_invariants(self, cache: Cache) -> Cache:
+        raise NotImplementedError
+
+    def full_logits(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tf.Tensor:
+        """Logits at every position of a right-padded batch."""
+        raise NotImplementedError
+
+    def token_budget(self, input_ids: tf.Tensor, max_new_tokens: tf.Tensor) -> tf.Tensor:
+        """How many tokens may be generated after this prompt (a context limit, if any)."""
+        return max_new_tokens
+
+    @tf.function(input_signature=GENERATE_SIGNATURE)
+    def generate(
+        self,
+        input_ids: tf.Tensor,
+        attention_mask: tf.Tensor,
+        max_new_tokens: tf.Tensor,
+        temperature: tf.Tensor,
+        top_k: tf.Tensor,
+        seed: tf.Tensor,
+    ) -> dict[str, tf.Tensor]:
+        return generate_loop(
+            self.prefill,
+            self.step,
+            self.cache_invariants,
+            input_ids,
+            attention_mask,
+            self.token_budget(input_ids, max_new_tokens),
+            temperature,
+            top_k,
+            seed,
+            self.eos_id,
+        )
+
+    @tf.function(input_signature=TOKENS_SIGNATURE)
+    def score(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = self.full_logits(input_ids, attention_mask)
+        return {"token_log_probs": token_log_probs(logits, input_ids, attention_mask)}
+
+    @tf.function(input_signature=TOKENS_SIGNATURE)
+    def next_token_logits(
+        self, input_ids: tf.Tensor, attention_mask: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        logits, _ = self.prefill(input_ids, attention_mask)
+        return {"logits": logits}

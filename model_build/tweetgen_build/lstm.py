@@ -1,0 +1,95 @@
+"""The LSTM generator: embedding, LSTM layer(s), vocabulary logits (Keras 3)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tweetgen_build.generation import GeneratorServing
+from tweetgen_build.tokenizer import EOS_ID
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    vocab_size: int
+    embedding_dim: int = 256
+    units: int = 512
+    num_layers: int = 2
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LSTMLanguageModel(keras.Model):
+    """Next-token logits over the vocabulary; states can be carried between calls."""
+
+    def __init__(self, config: LSTMConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.embedding = keras.layers.Embedding(config.vocab_size, config.embedding_dim)
+        self.rnns = [
+            keras.layers.LSTM(config.units, return_sequences=True, return_state=True)
+            for _ in range(config.num_layers)
+        ]
+        self.drop = keras.layers.Dropout(config.dropout)
+        self.head = keras.layers.Dense(config.vocab_size)
+
+    def run(
+        self,
+        input_ids: tf.Tensor,
+        mask: tf.Tensor | None = None,
+        states: list[tf.Tensor] | None = None,
+        training: bool = False,
+    ) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """Logits for every position and the final [h, c] of every layer.
+
+        Masked (padding) steps carry the state unchanged, so a left-padded prompt ends in the
+        same state as the prompt alone.
+        """
+        x = self.embedding(input_ids)
+        new_states: list[tf.Tensor] = []
+        for layer_index, rnn in enumerate(self.rnns):
+            initial = None if states is None else states[2 * layer_index : 2 * layer_index + 2]
+            x, h, c = rnn(x, mask=mask, initial_state=initial, training=training)
+            x = self.drop(x, training=training)
+            new_states += [h, c]
+        return self.head(x), new_states
+
+    def call(self, input_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        logits, _ = self.run(input_ids, training=training)
+        return logits
+
+
+def build_lstm(config: LSTMConfig) -> LSTMLanguageModel:
+    model = LSTMLanguageModel(config)
+    model(tf.zeros([1, 2], tf.int32))
+    return model
+
+
+class LSTMServing(GeneratorServing):
+    """The LSTM's serving module: the prompt's final states are the cache."""
+
+    eos_id = EOS_ID
+
+    def __init__(self, model: LSTMLanguageModel) -> None:
+        super().__init__(name="lstm_serving")
+        self.model = model
+
+    def prefill(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        logits, states = self.model.run(input_ids, mask=tf.cast(attention_mask, tf.bool))
+        return logits[:, -1, :], states
+
+    def step(self, token: tf.Tensor, cache: Any) -> tuple[tf.Tensor, Any]:
+        logits, states = self.model.run(token[:, None], states=cache)
+        return logits[:, 0, :], states
+
+    def cache_invariants(self, cache: Any) -> Any:
+        return [tf.TensorShape([None, s.shape[-1]]) for s in cache]
+
+    def full_logits(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tf.Tensor:
+        logits, _ = self.model.run(input_ids)
+        return logits

@@ -1,0 +1,346 @@
+"""``tweetgen train``: tweets → tokenizer → model → SavedModel artifact with offline metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from tokenizers import Tokenizer
+from tweetgen.domain.artifact import (
+    ArtifactMetadata,
+    DataMetadata,
+    GenerationMetadata,
+    TokenizerMetadata,
+)
+
+from tweetgen_build.data import CleaningOptions, Splits, load_corpus, split_corpus
+from tweetgen_build.errors import InputError
+from tweetgen_build.packaging import (
+    MODEL_NAME,
+    MODEL_VERSION,
+    TOKENIZER_PATH,
+    pack_artifact,
+    stage_artifact,
+)
+from tweetgen_build.tokenizer import (
+    EOS_ID,
+    encode_tweets,
+    load_tokenizer,
+    tokenizer_sha256,
+    train_tokenizer,
+)
+from tweetgen_build.training import TrainSettings
+
+ModelKind = Literal["lstm", "gpt2"]
+C = TypeVar("C")
+DATA_SUFFIXES = (".csv", ".txt")
+MAX_BATCH_SIZE = 16
+MAX_NEW_TOKENS = 128
+LSTM_CONTEXT = 256
+EVAL_MAX_LENGTH = 128
+
+# Model sizes by name; every value can still be overridden one by one.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "lstm": {"embedding_dim": 64, "units": 128, "num_layers": 1, "dropout": 0.0},
+        "gpt2": {"n_positions": 128, "n_embd": 64, "n_layer": 2, "n_head": 2, "dropout": 0.0},
+    },
+    "small": {
+        "lstm": {"embedding_dim": 256, "units": 512, "num_layers": 2, "dropout": 0.1},
+        "gpt2": {"n_positions": 128, "n_embd": 256, "n_layer": 4, "n_head": 4, "dropout": 0.1},
+    },
+    "gpt2-small": {
+        "lstm": {"embedding_dim": 768, "units": 1024, "num_layers": 2, "dropout": 0.1},
+        "gpt2": {"n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12, "dropout": 0.1},
+    },
+}
+
+
+@dataclass
+class TrainOptions:
+    model: ModelKind
+    data: list[Path]
+    out: Path
+    preset: str = "small"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    max_tweets: int | None = None
+    vocab_size: int = 8000
+    tokenizer: Path | None = None
+    init_from: str | None = None
+    variant: str | None = None
+    version: str | None = None
+    unpacked: bool = False
+    metrics_dir: Path | None = None
+    samples: int = 64
+    cleaning: CleaningOptions = field(default_factory=CleaningOptions)
+
+
+@dataclass
+class TrainResult:
+    artifact: Path
+    metrics_path: Path
+    curve_path: Path
+    metadata: ArtifactMetadata
+    metrics: dict[str, Any]
+
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def expand_inputs(paths: Iterable[Path]) -> list[Path]:
+    """Files as given; a directory stands for its ``.csv``/``.txt`` files (README excluded)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and p.suffix in DATA_SUFFIXES
+                and not p.stem.upper().startswith("README")
+            )
+            if not found:
+                raise InputError(f"{path}: directory holds no .csv or .txt file")
+            files += found
+        else:
+            files.append(path)
+    if not files:
+        raise InputError("no input given: pass --data with at least one file")
+    return files
+
+
+def prepare_data(
+    paths: list[Path], cleaning: CleaningOptions, max_tweets: int | None, log: Log
+) -> tuple[Splits, list[Path]]:
+    files = expand_inputs(paths)
+    corpus = load_corpus(files, cleaning, max_tweets)
+    log(corpus.summary())
+    splits = split_corpus(list(corpus.texts))
+    log(
+        f"split: {len(splits.train):,} train / {len(splits.validation):,} validation /"
+        f" {len(splits.test):,} test tweets"
+    )
+    if not splits.validation or not splits.test:
+        raise InputError(
+            f"{', '.join(map(str, files))}: too few tweets ({len(corpus)}) for a validation and a"
+            " test split: give more data"
+        )
+    return splits, files
+
+
+def obtain_tokenizer(options: TrainOptions, splits: Splits, log: Log) -> Tokenizer:
+    if options.tokenizer is not None:
+        if not options.tokenizer.is_file():
+            raise InputError(f"{options.tokenizer}: tokenizer file not found")
+        log(f"tokenizer: {options.tokenizer}")
+        return load_tokenizer(options.tokenizer)
+    if options.init_from is not None and options.model == "gpt2":
+        from tweetgen_build.gpt2 import load_pretrained_tokenizer
+
+        log(f"tokenizer: from {options.init_from}")
+        return load_pretrained_tokenizer(options.init_from)
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(splits.train, vocab_size=options.vocab_size)
+    log(
+        f"tokenizer: byte-level BPE, {tokenizer.get_vocab_size():,} tokens,"
+        f" trained in {time.perf_counter() - started:.1f}s"
+    )
+    return tokenizer
+
+
+def _hyperparameters(options: TrainOptions, model_config: dict[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {
+        "preset": options.preset,
+        **model_config,
+        **options.settings.to_dict(),
+    }
+    if options.init_from:
+        merged["init_from"] = options.init_from
+    return merged
+
+
+def _model_config(cls: type[C], label: str, vocab_size: int, values: dict[str, Any]) -> C:
+    names = {f.name for f in dataclasses.fields(cls)} - {"vocab_size"}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(f"unknown {label} settings {unknown}: known are {sorted(names)}")
+    return cls(vocab_size=vocab_size, **values)  # type: ignore[call-arg]
+
+
+def build_model(options: TrainOptions, vocab_size: int) -> tuple[Any, Any, dict[str, Any], int]:
+    """The Keras model, its serving module, its config and its context length."""
+    preset = PRESETS.get(options.preset)
+    if preset is None:
+        raise InputError(f"unknown preset {options.preset!r}: choose from {sorted(PRESETS)}")
+    values = {**preset[options.model], **options.overrides}
+    if options.model == "lstm":
+        from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
+
+        lstm_config = _model_config(LSTMConfig, "LSTM", vocab_size, values)
+        lstm = build_lstm(lstm_config)
+        return lstm, LSTMServing(lstm), lstm_config.to_dict(), LSTM_CONTEXT
+    from tweetgen_build.gpt2 import (
+        GPT2Serving,
+        GPT2Settings,
+        build_gpt2,
+        load_pretrained_gpt2,
+        settings_of,
+    )
+
+    if options.init_from:
+        gpt2 = load_pretrained_gpt2(options.init_from)
+        if gpt2.config.vocab_size < vocab_size:
+            raise InputError(
+                f"{options.init_from}: checkpoint vocabulary is smaller than the tokenizer's"
+            )
+        gpt2_settings = settings_of(gpt2)
+    else:
+        gpt2_settings = _model_config(GPT2Settings, "GPT-2", vocab_size, values)
+        gpt2 = build_gpt2(gpt2_settings)
+    return gpt2, GPT2Serving(gpt2), gpt2_settings.to_dict(), gpt2_settings.n_positions
+
+
+def default_version(kind: str, data_sha: str) -> str:
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{kind}-{data_sha[:8]}"
+
+
+def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
+    """Train one model and write ``model.tar.gz`` (or the unpacked tree) plus metrics.json."""
+    import tensorflow as tf
+
+    from tweetgen_build.evaluate import offline_metrics
+    from tweetgen_build.training import (
+        pack_windows,
+        plot_curve,
+        seed_everything,
+        train_gpt2,
+        train_lstm,
+    )
+
+    started = time.perf_counter()
+    splits, files = prepare_data(options.data, options.cleaning, options.max_tweets, log)
+    tokenizer = obtain_tokenizer(options, splits, log)
+    vocab_size = tokenizer.get_vocab_size()
+    encoded = {
+        name: encode_tweets(tokenizer, list(getattr(splits, name)))
+        for name in ("train", "validation", "test")
+    }
+    settings = options.settings
+    seed_everything(settings.seed)
+    model, serving, model_config, context = build_model(options, vocab_size)
+    length = min(settings.sequence_length, context - 1)
+    train_windows = pack_windows(encoded["train"], length)
+    val_windows = pack_windows(encoded["validation"], length)
+    log(
+        f"{options.model}: {model.count_params():,} parameters; {len(train_windows):,} training"
+        f" windows of {length} tokens; up to {settings.epochs} epochs"
+    )
+    fit = train_lstm if options.model == "lstm" else train_gpt2
+    train_started = time.perf_counter()
+    history = fit(model, train_windows, val_windows, settings)
+    train_seconds = time.perf_counter() - train_started
+
+    data_sha = splits.fingerprint()
+    metadata = ArtifactMetadata(
+        schema_version=1,
+        kind=options.model,
+        variant=options.variant or options.model,
+        version=options.version or default_version(options.model, data_sha),
+        created=datetime.now(UTC),
+        model_name=MODEL_NAME,
+        model_version=MODEL_VERSION,
+        tokenizer=TokenizerMetadata(
+            type="byte_level_bpe",
+            path=TOKENIZER_PATH,
+            vocab_size=vocab_size,
+            sha256=tokenizer_sha256(tokenizer),
+            eos_token_id=EOS_ID,
+            pad_token_id=EOS_ID,
+        ),
+        data=DataMetadata(
+            sha256=data_sha,
+            n_train=len(splits.train),
+            n_validation=len(splits.validation),
+            n_test=len(splits.test),
+            sources=[p.name for p in files],
+            cleaning=dataclasses.asdict(options.cleaning),
+        ),
+        hyperparameters=_hyperparameters(options, model_config),
+        metrics={},
+        generation=GenerationMetadata(
+            max_context=context,
+            max_new_tokens=min(MAX_NEW_TOKENS, context - 1),
+            max_batch_size=MAX_BATCH_SIZE,
+        ),
+    )
+    with tempfile.TemporaryDirectory(prefix="tweetgen-stage-") as tmp:
+        stage = Path(tmp) / "artifact"
+        log("export: SavedModel with in-graph generation")
+        stage_artifact(serving, tokenizer, metadata, stage)
+        log("evaluate: held-out perplexity, n-gram baseline, samples (from the exported model)")
+        loaded = tf.saved_model.load(str(stage / MODEL_NAME / str(MODEL_VERSION)))
+        metrics = offline_metrics(
+            loaded,
+            encoded["train"],
+            encoded["test"],
+            vocab_size=vocab_size,
+            max_length=min(EVAL_MAX_LENGTH, context),
+            samples=options.samples,
+            seed=settings.seed,
+        )
+        metrics["best_val_loss"] = min(history["val_loss"])
+        metrics["epochs_trained"] = float(len(history["loss"]))
+        metrics["train_seconds"] = train_seconds
+        metrics["train_tokens_per_second"] = (
+            train_windows.size * len(history["loss"]) / train_seconds if train_seconds else 0.0
+        )
+        metadata = metadata.model_copy(update={"metrics": metrics})
+        (stage / "metadata.json").write_text(
+            metadata.model_dump_json(indent=2) + "\n", encoding="utf-8"
+        )
+        options.out.mkdir(parents=True, exist_ok=True)
+        if options.unpacked:
+            _copy_tree(stage, options.out)
+            artifact = options.out
+        else:
+            artifact = pack_artifact(stage, options.out / "model.tar.gz")
+    metrics_dir = options.metrics_dir or options.out
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    curve_path = metrics_dir / "training_curve.png"
+    plot_curve(history, f"{options.model} ({options.preset})", curve_path)
+    report = {
+        "kind": metadata.kind,
+        "variant": metadata.variant,
+        "version": metadata.version,
+        "metrics": metrics,
+        "history": history,
+        "hyperparameters": metadata.hyperparameters,
+        "parameters": int(model.count_params()),
+        "seconds": time.perf_counter() - started,
+    }
+    metrics_path = metrics_dir / "metrics.json"
+    metrics_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    log(
+        f"done: {artifact} (test perplexity {metrics['test_perplexity']:.1f},"
+        f" n-gram baseline {metrics['ngram_perplexity']:.1f})"
+    )
+    return TrainResult(artifact, metrics_path, curve_path, metadata, report)
+
+
+def _copy_tree(source: Path, dest: Path) -> None:
+    import shutil
+
+    shutil.copytree(source, dest, dirs_exist_ok=True)

@@ -1,0 +1,183 @@
+"""Request and response handlers for the SageMaker TensorFlow Serving container.
+
+Shipped as ``code/inference.py`` in every tweetgen artifact. The container calls
+``input_handler(data, context)``, POSTs what it returns to TensorFlow Serving's REST API, and
+passes the response to ``output_handler(response, context)``. Needs only ``tokenizers``.
+
+Request (``application/json``), the Hugging Face text-generation shape::
+
+    {"inputs": "a prompt" | ["prompt", ...],
+     "parameters": {"max_new_tokens": 32, "temperature": 0.8, "top_k": 40, "seed": 7}}
+
+Every parameter is optional and bounded; ``temperature`` 0 (or ``"do_sample": false``) means
+greedy decoding; input ``i`` of a batch is sampled with ``seed + i``. Response: one
+``{"generated_text": "..."}`` per input, the continuation without the prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+CODE_DIR = Path(__file__).resolve().parent
+DEFAULTS: dict[str, Any] = {"max_new_tokens": 32, "temperature": 0.8, "top_k": 40}
+MAX_PROMPT_CHARS = 1000
+MAX_TEMPERATURE = 5.0
+MAX_SEED = 2**62
+
+
+class RequestError(ValueError):
+    """The request cannot be served as sent; the message says what to change."""
+
+
+@lru_cache(maxsize=1)
+def _model_files() -> tuple[dict[str, Any], Tokenizer]:
+    metadata = json.loads((CODE_DIR.parent / "metadata.json").read_text(encoding="utf-8"))
+    tokenizer = Tokenizer.from_file(str(CODE_DIR.parent / metadata["tokenizer"]["path"]))
+    return metadata, tokenizer
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(params: dict[str, Any], name: str, low: float, high: float) -> float:
+    value = params[name]
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise RequestError(f"parameters.{name} must be a number, got {value!r}")
+    if not low <= value <= high:
+        raise RequestError(f"parameters.{name} must be between {low} and {high}, got {value}")
+    return float(value)
+
+
+def _integer(params: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = params[name]
+    if not _is_int(value):
+        raise RequestError(f"parameters.{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise RequestError(f"parameters.{name} must be between {low} and {high}, got {value}")
+    return int(value)
+
+
+def _parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise RequestError(f"unsupported content type {content_type!r}: send application/json")
+    if not body or not body.strip():
+        raise RequestError('empty request body: send {"inputs": "a prompt"}')
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise RequestError('request body must be a JSON object like {"inputs": "a prompt"}')
+    unknown = sorted(set(payload) - {"inputs", "parameters"})
+    if unknown:
+        raise RequestError(f"unknown request keys {unknown}: expected 'inputs' and 'parameters'")
+    if "inputs" not in payload:
+        raise RequestError("missing 'inputs': a prompt string or a list of prompt strings")
+    return payload
+
+
+def _parse_inputs(inputs: Any, max_batch_size: int) -> list[str]:
+    prompts = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(prompts, list) or not prompts:
+        raise RequestError("'inputs' must be a string or a non-empty list of strings")
+    if len(prompts) > max_batch_size:
+        raise RequestError(f"too many inputs: {len(prompts)} > {max_batch_size} per request")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise RequestError(f"inputs[{i}] must be a string, got {type(prompt).__name__}")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise RequestError(f"inputs[{i}] is longer than {MAX_PROMPT_CHARS} characters")
+    return prompts
+
+
+def _parse_parameters(params: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise RequestError("'parameters' must be a JSON object")
+    known = {"max_new_tokens", "temperature", "top_k", "seed", "do_sample"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise RequestError(f"unknown parameters {unknown}: supported are {sorted(known)}")
+    merged = {**DEFAULTS, **params}
+    cap = metadata["generation"]["max_new_tokens"]
+    resolved = {
+        "max_new_tokens": _integer(merged, "max_new_tokens", 1, cap),
+        "temperature": _number(merged, "temperature", 0.0, MAX_TEMPERATURE),
+        "top_k": _integer(merged, "top_k", 0, metadata["tokenizer"]["vocab_size"]),
+        "seed": _integer(merged, "seed", 0, MAX_SEED) if "seed" in params else None,
+    }
+    if "do_sample" in params:
+        if not isinstance(params["do_sample"], bool):
+            raise RequestError("parameters.do_sample must be true or false")
+        if not params["do_sample"]:
+            resolved["temperature"] = 0.0
+    return resolved
+
+
+def parse_request(
+    body: bytes, content_type: str | None, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """Validate a request body; return the prompts and the resolved generation parameters."""
+    payload = _parse_body(body, content_type)
+    prompts = _parse_inputs(payload["inputs"], metadata["generation"]["max_batch_size"])
+    return {"prompts": prompts, **_parse_parameters(payload.get("parameters") or {}, metadata)}
+
+
+def build_predict_request(
+    request: dict[str, Any], tokenizer: Tokenizer, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """Tokenise and left-pad the prompts into TensorFlow Serving's columnar predict request."""
+    eos = metadata["tokenizer"]["eos_token_id"]
+    pad = metadata["tokenizer"]["pad_token_id"]
+    encoded = [[eos, *enc.ids] for enc in tokenizer.encode_batch(request["prompts"])]
+    longest = max(len(ids) for ids in encoded)
+    context = metadata["generation"]["max_context"]
+    if longest + request["max_new_tokens"] > context:
+        raise RequestError(
+            f"prompt too long: {longest - 1} tokens + max_new_tokens {request['max_new_tokens']}"
+            f" exceeds the model's context of {context - 1} tokens"
+        )
+    seed = request["seed"] if request["seed"] is not None else secrets.randbelow(MAX_SEED)
+    return {
+        "signature_name": metadata["generation"]["signature"],
+        "inputs": {
+            "input_ids": [[pad] * (longest - len(ids)) + ids for ids in encoded],
+            "attention_mask": [[0] * (longest - len(ids)) + [1] * len(ids) for ids in encoded],
+            "max_new_tokens": request["max_new_tokens"],
+            "temperature": request["temperature"],
+            "top_k": request["top_k"],
+            "seed": seed,
+        },
+    }
+
+
+def decode_outputs(outputs: dict[str, Any], tokenizer: Tokenizer) -> list[dict[str, str]]:
+    ids, lengths = outputs["generated_ids"], outputs["lengths"]
+    return [
+        {"generated_text": tokenizer.decode(row[:n], skip_special_tokens=True)}
+        for row, n in zip(ids, lengths, strict=True)
+    ]
+
+
+def input_handler(data: Any, context: Any) -> str:
+    metadata, tokenizer = _model_files()
+    body = data.read() if hasattr(data, "read") else data
+    request = parse_request(body, getattr(context, "request_content_type", None), metadata)
+    return json.dumps(build_predict_request(request, tokenizer, metadata))
+
+
+def output_handler(response: Any, context: Any) -> tuple[str, str]:
+    if response.status_code != 200:
+        raise ValueError(f"TensorFlow Serving answered {response.status_code}: {response.text}")
+    accept = (getattr(context, "accept_header", None) or "application/json").split(";")[0].strip()
+    if accept not in ("application/json", "*/*", ""):
+        raise RequestError(f"unsupported accept type {accept!r}: accept application/json")
+    _, tokenizer = _model_files()
+    return json.dumps(decode_outputs(response.json()["outputs"], tokenizer)), "application/json"

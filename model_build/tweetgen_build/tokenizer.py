@@ -1,0 +1,55 @@
+"""One byte-level BPE tokenizer per run, shared by both models so their perplexities compare."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from tweetgen_build.data import URL_TOKEN, USER_TOKEN
+
+EOS_TOKEN = "<|endoftext|>"
+# The end-of-text token doubles as start-of-text and padding, as in GPT-2.
+EOS_ID = 0
+PLACEHOLDER_TOKENS = (URL_TOKEN, USER_TOKEN)
+
+
+def train_tokenizer(
+    texts: Iterable[str], *, vocab_size: int = 8000, min_frequency: int = 2
+) -> Tokenizer:
+    """Train a byte-level BPE tokenizer; the same texts always give the same tokenizer."""
+    if vocab_size < 300:
+        raise ValueError(f"vocab_size must be at least 300 (256 bytes + merges), got {vocab_size}")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    # Placeholders stay whole and survive decoding (they are not "special").
+    tokenizer.add_tokens(
+        [AddedToken(t, single_word=False, normalized=False) for t in PLACEHOLDER_TOKENS]
+    )
+    if tokenizer.token_to_id(EOS_TOKEN) != EOS_ID:
+        raise RuntimeError("the end-of-text token must have id 0")
+    return tokenizer
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    return Tokenizer.from_file(str(path))
+
+
+def tokenizer_sha256(tokenizer: Tokenizer) -> str:
+    return hashlib.sha256(tokenizer.to_str().encode("utf-8")).hexdigest()
+
+
+def encode_tweets(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Frame each tweet as ``[eos] + tokens + [eos]`` (the form every model is trained and scored on)."""
+    return [[EOS_ID, *enc.ids, EOS_ID] for enc in tokenizer.encode_batch(texts)]
