@@ -30,7 +30,7 @@ def tiny_run(tiny_data: list[Path], tmp_path_factory: pytest.TempPathFactory) ->
     for model in ("lstm", "gpt2"):
         result = run_training(
             TrainOptions(
-                model=model,  # type: ignore[arg-type]
+                model=model,
                 data=tiny_data,
                 out=root / model,
                 preset="tiny",

@@ -1,0 +1,169 @@
+"""code/inference.py called exactly as the SageMaker TensorFlow Serving container calls it."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from tweetgen_local.hosting import Context, ServedModel
+
+
+@pytest.fixture(scope="module", params=["lstm", "gpt2"])
+def served(request: pytest.FixtureRequest, unpacked: dict[str, Path]) -> ServedModel:
+    return ServedModel(unpacked[request.param])
+
+
+def _invoke(served: ServedModel, payload: Any, **kwargs: Any) -> tuple[int, Any]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    answer = served.invoke(body, **kwargs)
+    return answer.status, json.loads(answer.body)
+
+
+def test_single_prompt_gives_one_continuation_without_the_prompt(served: ServedModel) -> None:
+    status, body = _invoke(
+        served, {"inputs": "i love", "parameters": {"seed": 3, "max_new_tokens": 8}}
+    )
+    assert status == 200
+    assert isinstance(body, list) and len(body) == 1
+    assert set(body[0]) == {"generated_text"}
+    assert not body[0]["generated_text"].startswith("i love")
+
+
+def test_batch_request_is_seeded_and_answers_each_input(served: ServedModel) -> None:
+    payload = {
+        "inputs": ["good morning", "", "why is"],
+        "parameters": {"seed": 9, "temperature": 1.0},
+    }
+    status, first = _invoke(served, payload)
+    _, again = _invoke(served, payload)
+    assert status == 200 and len(first) == 3
+    assert first == again
+    # Input i of a batch is sampled with seed + i: the third alone with seed 11 matches.
+    _, alone = _invoke(served, {"inputs": "why is", "parameters": {"seed": 11, "temperature": 1.0}})
+    assert alone[0] == first[2]
+
+
+def test_greedy_when_sampling_is_off(served: ServedModel) -> None:
+    a = _invoke(served, {"inputs": "hello", "parameters": {"do_sample": False, "seed": 1}})
+    b = _invoke(served, {"inputs": "hello", "parameters": {"temperature": 0, "seed": 2}})
+    assert a == b and a[0] == 200
+
+
+def test_container_context_fields_reach_the_handlers(unpacked: dict[str, Path]) -> None:
+    """input_handler/output_handler read the context by field name, as in the container."""
+    spec = importlib.util.spec_from_file_location(
+        "inference_under_test", unpacked["lstm"] / "code" / "inference.py"
+    )
+    assert spec and spec.loader
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    context = Context(
+        "model",
+        "1",
+        "POST",
+        "http://localhost:8501/v1/models/model:predict",
+        "9000",
+        None,
+        "application/json; charset=utf-8",
+        "application/json",
+        20,
+    )
+    request = json.loads(module.input_handler(io.BytesIO(b'{"inputs": ["a", "bc"]}'), context))
+    inputs = request["inputs"]
+    assert request["signature_name"] == "serving_default"
+    assert len(inputs["input_ids"]) == 2 and len(inputs["input_ids"][0]) == len(
+        inputs["input_ids"][1]
+    )
+    assert inputs["attention_mask"][0][0] == 0  # the shorter prompt is left-padded
+    assert inputs["max_new_tokens"] == 32 and inputs["top_k"] == 40
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (b"", "application/json", "empty request body"),
+        (b"   ", "application/json", "empty request body"),
+        (b'{"inputs": "hi"}', "text/csv", "unsupported content type"),
+        (b"{not json", "application/json", "not valid JSON"),
+        (b'["hi"]', "application/json", "must be a JSON object"),
+        (b'{"parameters": {}}', "application/json", "missing 'inputs'"),
+        (b'{"inputs": []}', "application/json", "non-empty list"),
+        (b'{"inputs": [1]}', "application/json", "inputs[0] must be a string"),
+        (b'{"inputs": "hi", "extra": 1}', "application/json", "unknown request keys"),
+        (
+            b'{"inputs": "hi", "parameters": {"max_new_tokens": 100000}}',
+            "application/json",
+            "max_new_tokens must be between",
+        ),
+        (
+            b'{"inputs": "hi", "parameters": {"max_new_tokens": 0}}',
+            "application/json",
+            "max_new_tokens must be between",
+        ),
+        (
+            b'{"inputs": "hi", "parameters": {"temperature": -1}}',
+            "application/json",
+            "temperature must be between",
+        ),
+        (
+            b'{"inputs": "hi", "parameters": {"top_k": "many"}}',
+            "application/json",
+            "top_k must be an integer",
+        ),
+        (b'{"inputs": "hi", "parameters": {"beam": 2}}', "application/json", "unknown parameters"),
+        (
+            b'{"inputs": "hi", "parameters": {"seed": -4}}',
+            "application/json",
+            "seed must be between",
+        ),
+    ],
+)
+def test_bad_requests_get_a_clear_error(
+    served: ServedModel, body: bytes, content_type: str, message: str
+) -> None:
+    status, answer = _invoke(served, body, content_type=content_type)
+    assert status == 500  # what the container answers; SageMaker surfaces it as ModelError
+    assert message in answer["error"]
+
+
+def test_too_many_inputs_and_too_long_prompts_are_refused(served: ServedModel) -> None:
+    limits = json.loads((served.root / "metadata.json").read_text())["generation"]
+    status, answer = _invoke(served, {"inputs": ["x"] * (limits["max_batch_size"] + 1)})
+    assert status == 500 and "too many inputs" in answer["error"]
+    status, answer = _invoke(
+        served, {"inputs": "word " * 190, "parameters": {"max_new_tokens": 100}}
+    )
+    assert status == 500 and "prompt too long" in answer["error"]
+
+
+def test_unsupported_accept_type_is_refused(served: ServedModel) -> None:
+    status, answer = _invoke(served, {"inputs": "hi"}, accept="text/csv")
+    assert status == 500 and "accept" in answer["error"]
+
+
+def test_tensorflow_serving_rest_predict_forms(served: ServedModel) -> None:
+    """The in-process TFS answers both request forms and reports bad ones as TFS does."""
+    inputs = {
+        "input_ids": [[0, 5]],
+        "attention_mask": [[1, 1]],
+        "max_new_tokens": 3,
+        "temperature": 0.0,
+        "top_k": 1,
+        "seed": 0,
+    }
+    status, columnar = served.tfs.predict(json.dumps({"inputs": inputs}).encode())
+    assert status == 200 and set(columnar["outputs"]) == {"generated_ids", "lengths"}
+    status, bad = served.tfs.predict(
+        json.dumps({"signature_name": "nope", "inputs": inputs}).encode()
+    )
+    assert status == 400 and "nope" in bad["error"]
+    status, bad = served.tfs.predict(json.dumps({"inputs": {"input_ids": [[0]]}}).encode())
+    assert status == 400 and "Missing inputs" in bad["error"]

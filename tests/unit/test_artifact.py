@@ -1,0 +1,929 @@
+"""The artifact rules: metadata schema, S3 key convention and the streaming validator.
+
+Archives are built in memory with fake SavedModel bytes: the validator reads layout and
+metadata, never the model itself, so no TensorFlow is needed here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import string
+import tarfile
+import warnings
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from tweetgen.domain.artifact import (
+    INFERENCE_PATH,
+    METADATA_PATH,
+    ArtifactLimits,
+    ArtifactMetadata,
+    ArtifactReport,
+    ModelKey,
+    is_artifact_version,
+    is_variant_name,
+    parse_model_key,
+    validate_artifact,
+)
+
+TOKENIZER = b'{"version": "1.0", "model": {"type": "BPE", "vocab": {}}}'
+TOKENIZER_SHA = hashlib.sha256(TOKENIZER).hexdigest()
+PAIR_HANDLERS = b"""
+import json
+
+def input_handler(data, context):
+    return json.dumps({"instances": [json.loads(data.read().decode())]})
+
+def output_handler(response, context):
+    return response.content, "application/json"
+"""
+
+
+def metadata_dict(**overrides: Any) -> dict[str, Any]:
+    """A valid metadata.json as a dict; keyword arguments replace top-level fields."""
+    document: dict[str, Any] = {
+        "schema_version": 1,
+        "kind": "lstm",
+        "variant": "lstm",
+        "version": "v1",
+        "created": "2026-11-01T12:00:00Z",
+        "model_name": "model",
+        "model_version": 1,
+        "tokenizer": {
+            "type": "byte_level_bpe",
+            "path": "code/tokenizer.json",
+            "vocab_size": 8000,
+            "sha256": TOKENIZER_SHA,
+            "eos_token_id": 0,
+            "pad_token_id": 1,
+        },
+        "data": {
+            "sha256": "0" * 64,
+            "n_train": 1000,
+            "n_validation": 100,
+            "n_test": 100,
+            "sources": ["sentiment140"],
+            "cleaning": {"strip_urls": True, "strip_mentions": False},
+        },
+        "hyperparameters": {
+            "embedding_dim": 128,
+            "learning_rate": 0.001,
+            "cell": "lstm",
+            "dropout": None,
+        },
+        "metrics": {"test_perplexity": 85.2, "ngram_perplexity": 140.0},
+        "generation": {"max_context": 64, "max_new_tokens": 64, "max_batch_size": 16},
+    }
+    document.update(overrides)
+    return document
+
+
+def good_files(**overrides: bytes | None) -> dict[str, bytes]:
+    """The members of a valid artifact; an override of None leaves that member out."""
+    files: dict[str, bytes | None] = {
+        "model/1/saved_model.pb": b"\x08\x01fake graph",
+        "model/1/fingerprint.pb": b"fp",
+        "model/1/variables/variables.index": b"index",
+        "model/1/variables/variables.data-00000-of-00001": b"weights",
+        INFERENCE_PATH: PAIR_HANDLERS,
+        "code/requirements.txt": b"tokenizers==0.22.2\n",
+        "code/tokenizer.json": TOKENIZER,
+        METADATA_PATH: json.dumps(metadata_dict()).encode(),
+    }
+    files.update(overrides)
+    return {name: data for name, data in files.items() if data is not None}
+
+
+def file_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def special_member(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    return info, b""
+
+
+def tar_bytes(members: Iterable[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buffer.getvalue()
+
+
+def artifact_bytes(
+    files: dict[str, bytes] | None = None,
+    extra: Iterable[tuple[tarfile.TarInfo, bytes]] = (),
+    prefix: str = "",
+) -> bytes:
+    """A model.tar.gz holding ``files`` (a valid artifact by default) and any ``extra`` members."""
+    members = [file_member(prefix + name, data) for name, data in (files or good_files()).items()]
+    return gzip.compress(tar_bytes([*members, *extra]), mtime=0)
+
+
+def check(data: bytes, **kwargs: Any) -> ArtifactReport:
+    return validate_artifact(io.BytesIO(data), **kwargs)
+
+
+def only_problem(report: ArtifactReport) -> str:
+    assert len(report.problems) == 1, report.problems
+    return report.problems[0]
+
+
+class ForwardOnly:
+    """A stream that can only be read forwards, in small pieces, like an S3 body."""
+
+    def __init__(self, data: bytes, piece: int = 997) -> None:
+        self._data = io.BytesIO(data)
+        self._piece = piece
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size is None or size < 0:
+            size = self._piece
+        return self._data.read(min(size, self._piece))
+
+    def seekable(self) -> bool:
+        return False
+
+    def seek(self, *args: object) -> int:
+        raise io.UnsupportedOperation("seek")
+
+    def tell(self) -> int:
+        raise io.UnsupportedOperation("tell")
+
+
+# --------------------------------------------------------------------------- a good artifact
+
+
+def test_good_artifact_passes() -> None:
+    report = check(artifact_bytes(), expected_variant="lstm")
+
+    assert report.ok, report.problems
+    assert report.problems == []
+    assert report.saved_model_dir == "model/1"
+    assert report.members == len(good_files())
+    assert report.total_bytes == sum(len(data) for data in good_files().values())
+    assert report.metadata is not None
+    assert report.metadata.kind == "lstm"
+    assert report.metadata.tokenizer.path == "code/tokenizer.json"
+
+
+def test_tar_of_a_folder_with_dot_slash_names_passes() -> None:
+    folder = tarfile.TarInfo(".")
+    folder.type = tarfile.DIRTYPE
+    model_dir = tarfile.TarInfo("./model")
+    model_dir.type = tarfile.DIRTYPE
+
+    report = check(artifact_bytes(prefix="./", extra=[(folder, b""), (model_dir, b"")]))
+
+    assert report.ok, report.problems
+    assert report.saved_model_dir == "model/1"
+
+
+def test_saved_model_at_the_archive_root_is_served_as_model() -> None:
+    files = {
+        ("1/" + name.removeprefix("model/1/") if name.startswith("model/1/") else name): data
+        for name, data in good_files().items()
+    }
+
+    report = check(artifact_bytes(files))
+
+    assert report.ok, report.problems
+    assert report.saved_model_dir == "1"
+
+
+def test_assets_and_other_model_names_pass() -> None:
+    files = {name.replace("model/", "tweets/", 1): data for name, data in good_files().items()}
+    files["tweets/1/assets/vocab.txt"] = b"a\nb\n"
+    files[METADATA_PATH] = json.dumps(metadata_dict(model_name="tweets")).encode()
+
+    report = check(artifact_bytes(files))
+
+    assert report.ok, report.problems
+    assert report.saved_model_dir == "tweets/1"
+
+
+def test_streams_from_a_forward_only_source_in_small_pieces() -> None:
+    report = validate_artifact(ForwardOnly(artifact_bytes(), piece=7), expected_variant="lstm")
+
+    assert report.ok, report.problems
+
+
+def test_reads_a_file_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(artifact_bytes())
+
+    with path.open("rb") as handle:
+        assert validate_artifact(handle).ok
+
+
+def test_inference_code_is_parsed_never_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'w').close()\n".encode() + PAIR_HANDLERS
+
+    report = check(artifact_bytes(good_files(**{INFERENCE_PATH: code})))
+
+    assert report.ok, report.problems
+    assert not marker.exists()
+
+
+def test_report_as_dict_is_json_ready() -> None:
+    answer = check(artifact_bytes()).as_dict()
+
+    assert json.loads(json.dumps(answer)) == answer
+    assert answer["ok"] is True
+    assert answer["metadata"]["variant"] == "lstm"
+
+
+# --------------------------------------------------------------------------- not a tar.gz
+
+
+def test_empty_file() -> None:
+    assert "empty" in only_problem(check(b""))
+
+
+def test_not_gzip() -> None:
+    assert "not gzip-compressed" in only_problem(check(b"hello, this is text" * 40))
+
+
+def test_plain_tar_is_named() -> None:
+    plain = tar_bytes(file_member(name, data) for name, data in good_files().items())
+
+    assert "tar archive that is not gzip-compressed" in only_problem(check(plain))
+
+
+def test_zip_is_named() -> None:
+    assert "zip archive" in only_problem(check(b"PK\x03\x04" + b"\x00" * 600))
+
+
+def test_gzip_without_a_tar_inside() -> None:
+    problem = only_problem(check(gzip.compress(b"just some text, not a tar archive" * 30)))
+
+    assert "does not hold a tar archive" in problem
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
+def test_truncated_gzip(keep: float) -> None:
+    whole = artifact_bytes()
+
+    report = check(whole[: int(len(whole) * keep)])
+
+    assert not report.ok
+    assert any("truncated" in problem for problem in report.problems), report.problems
+    # The rest of the archive was never seen: no guesses about missing files.
+    assert not any(problem.startswith("missing") for problem in report.problems)
+
+
+def test_truncated_tar_inside_a_complete_gzip() -> None:
+    tar = tar_bytes(file_member(name, data) for name, data in good_files().items())
+
+    report = check(gzip.compress(tar[:1536]))
+
+    assert not report.ok
+    assert any("truncated" in problem for problem in report.problems), report.problems
+
+
+def test_tar_cut_at_a_header_boundary_is_truncated() -> None:
+    # tarfile alone reads a tar that simply stops after a member as complete.
+    tar = tar_bytes(file_member(name, data) for name, data in good_files().items())
+
+    report = check(gzip.compress(tar[:2048]))
+
+    assert any("truncated" in problem for problem in report.problems), report.problems
+
+
+def test_damaged_compressed_data() -> None:
+    whole = bytearray(artifact_bytes())
+    whole[-6] ^= 0xFF  # inside the CRC / length trailer
+
+    report = check(bytes(whole))
+
+    assert not report.ok
+    assert any("damaged" in problem or "CRC" in problem for problem in report.problems)
+
+
+def test_bytes_after_the_gzip_stream() -> None:
+    problem = only_problem(check(artifact_bytes() + b"garbage after the end"))
+
+    assert "after its gzip stream" in problem
+
+
+# --------------------------------------------------------------------------- unsafe members
+
+
+@pytest.mark.parametrize(
+    ("member", "words"),
+    [
+        (file_member("/etc/cron.d/evil", b"x"), "absolute path"),
+        (file_member("model/../../evil.py", b"x"), "'..'"),
+        (file_member("..", b"x"), "'..'"),
+        (special_member("code/link.py", tarfile.SYMTYPE, "/etc/passwd"), "symbolic link"),
+        (special_member("code/hard.py", tarfile.LNKTYPE, "code/inference.py"), "hard link"),
+        (special_member("dev/tty0", tarfile.CHRTYPE), "character device"),
+        (special_member("dev/sda", tarfile.BLKTYPE), "block device"),
+        (special_member("code/pipe", tarfile.FIFOTYPE), "FIFO"),
+        (special_member("code/odd", b"Z"), "unsupported tar type"),
+    ],
+)
+def test_unsafe_member_is_named(member: tuple[tarfile.TarInfo, bytes], words: str) -> None:
+    problem = only_problem(check(artifact_bytes(extra=[member])))
+
+    assert f"'{member[0].name}'" in problem
+    assert words in problem
+
+
+def test_unsafe_member_does_not_count_as_a_required_file() -> None:
+    files = good_files(**{METADATA_PATH: None})
+    evil = file_member("/metadata.json", json.dumps(metadata_dict()).encode())
+
+    report = check(artifact_bytes(files, extra=[evil]))
+
+    assert any("absolute path" in p for p in report.problems)
+    assert any(p.startswith(f"missing {METADATA_PATH}") for p in report.problems)
+
+
+def test_duplicate_member() -> None:
+    again = file_member(INFERENCE_PATH, b"def handler(data, context):\n    return 1\n")
+
+    problem = only_problem(check(artifact_bytes(extra=[again])))
+
+    assert f"'{INFERENCE_PATH}'" in problem
+    assert "more than once" in problem
+
+
+def test_unprintable_member_name_is_escaped() -> None:
+    problem = only_problem(check(artifact_bytes(extra=[file_member("/bad\nname", b"x")])))
+
+    assert ascii("/bad\nname") in problem
+    assert "\n" not in problem
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_member_count_limit_stops_reading() -> None:
+    report = check(artifact_bytes(), limits=ArtifactLimits(max_members=3))
+
+    problem = only_problem(report)
+    assert "more than 3 members" in problem
+    assert report.members == 4
+
+
+def test_total_size_limit_stops_reading_before_the_data() -> None:
+    big = file_member("model/1/variables/variables.data-00000-of-00001", b"w" * 5000)
+    files = good_files(**{"model/1/variables/variables.data-00000-of-00001": None})
+
+    report = check(artifact_bytes(files, extra=[big]), limits=ArtifactLimits(max_total_bytes=4000))
+
+    problem = only_problem(report)
+    assert "more than 4000 bytes" in problem
+    assert "'model/1/variables/variables.data-00000-of-00001' (5000 bytes)" in problem
+
+
+def test_metadata_size_limit() -> None:
+    problem = only_problem(check(artifact_bytes(), limits=ArtifactLimits(max_metadata_bytes=100)))
+
+    assert METADATA_PATH in problem
+    assert "100-byte limit" in problem
+
+
+def test_code_file_size_limit() -> None:
+    problem = only_problem(check(artifact_bytes(), limits=ArtifactLimits(max_code_file_bytes=50)))
+
+    assert INFERENCE_PATH in problem
+    assert "50-byte limit" in problem
+
+
+def test_tokenizer_size_limit() -> None:
+    problem = only_problem(check(artifact_bytes(), limits=ArtifactLimits(max_tokenizer_bytes=10)))
+
+    assert "code/tokenizer.json" in problem
+    assert "10-byte limit" in problem
+
+
+def test_oversized_headers_are_cut_off() -> None:
+    # A pax record is read into memory by tarfile: the decompression ceiling bounds it.
+    bloated = tarfile.TarInfo("code/notes.txt")
+    bloated.pax_headers = {"comment": "x" * 200_000}
+
+    report = check(
+        artifact_bytes(extra=[(bloated, b"")]),
+        limits=ArtifactLimits(max_members=10, max_total_bytes=10_000),
+    )
+
+    assert any("far larger than its members need" in p for p in report.problems), report.problems
+
+
+def test_member_problems_are_capped_and_counted() -> None:
+    links = [special_member(f"code/l{i}", tarfile.SYMTYPE, "x") for i in range(12)]
+
+    report = check(artifact_bytes(extra=links), limits=ArtifactLimits(max_member_problems=5))
+
+    assert len(report.problems) == 6
+    assert report.problems[-1] == "... and 7 more problems with individual members"
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_limits_must_be_positive_integers(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_members"):
+        ArtifactLimits(max_members=bad)
+
+
+# --------------------------------------------------------------------------- missing files
+
+
+@pytest.mark.parametrize(
+    ("removed", "words"),
+    [
+        (METADATA_PATH, f"missing {METADATA_PATH}"),
+        (INFERENCE_PATH, f"missing {INFERENCE_PATH}"),
+        ("model/1/saved_model.pb", "no SavedModel"),
+        ("model/1/variables/variables.index", "model/1 has no variables/variables.index"),
+        ("model/1/variables/variables.data-00000-of-00001", "no variables/variables.data-* shard"),
+        ("code/tokenizer.json", "missing the tokenizer file code/tokenizer.json"),
+    ],
+)
+def test_missing_required_file(removed: str, words: str) -> None:
+    problem = only_problem(check(artifact_bytes(good_files(**{removed: None}))))
+
+    assert words in problem
+
+
+def test_missing_variables_shard() -> None:
+    files = good_files(
+        **{
+            "model/1/variables/variables.data-00000-of-00001": None,
+            "model/1/variables/variables.data-00000-of-00003": b"a",
+            "model/1/variables/variables.data-00002-of-00003": b"c",
+        }
+    )
+
+    problem = only_problem(check(artifact_bytes(files)))
+
+    assert "lacks variables/variables.data-00001-of-00003" in problem
+
+
+def test_saved_model_outside_a_version_folder_is_pointed_out() -> None:
+    files = good_files(**{"model/1/saved_model.pb": None, "model/saved_model.pb": b"graph"})
+
+    problem = only_problem(check(artifact_bytes(files)))
+
+    assert "no SavedModel (found model/saved_model.pb, not in a numbered folder)" in problem
+
+
+def test_two_saved_model_versions_are_ambiguous() -> None:
+    files = good_files(
+        **{
+            "model/2/saved_model.pb": b"graph",
+            "model/2/variables/variables.index": b"i",
+            "model/2/variables/variables.data-00000-of-00001": b"d",
+        }
+    )
+
+    report = check(artifact_bytes(files))
+
+    problem = only_problem(report)
+    assert "more than one SavedModel version folder (model/1, model/2)" in problem
+    assert report.saved_model_dir is None
+
+
+# --------------------------------------------------------------------------- metadata.json
+
+
+def with_metadata(document: dict[str, Any] | bytes) -> bytes:
+    raw = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return artifact_bytes(good_files(**{METADATA_PATH: raw}))
+
+
+def test_metadata_not_json() -> None:
+    report = check(with_metadata(b"{'kind': 'lstm',"))
+
+    problem = only_problem(report)
+    assert problem.startswith(f"{METADATA_PATH} is not valid JSON")
+    assert report.metadata is None
+
+
+def test_metadata_not_an_object() -> None:
+    problem = only_problem(check(with_metadata(b"[1, 2]")))
+
+    assert problem.startswith(f"{METADATA_PATH}: ")
+
+
+def test_schema_errors_are_one_readable_line_each_with_their_field_path() -> None:
+    document = metadata_dict(kind="transformer", model_version="1")
+    document["tokenizer"] = {**document["tokenizer"], "sha256": "abc"}
+    del document["generation"]
+
+    report = check(with_metadata(document))
+
+    assert sorted(report.problems) == sorted(
+        [
+            f"{METADATA_PATH}: kind: Input should be 'lstm' or 'gpt2' (got 'transformer')",
+            f"{METADATA_PATH}: model_version: Input should be a valid integer (got '1')",
+            f"{METADATA_PATH}: tokenizer.sha256: String should match pattern '^[0-9a-f]{{64}}$' (got 'abc')",
+            f"{METADATA_PATH}: generation: Field required",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"created": "2026-11-01T12:00:00"}, "created: Input should have timezone info"),
+        ({"schema_version": 2}, "schema_version: Input should be 1"),
+        ({"schema_version": True}, "schema_version: Value error, must be the number 1"),
+        ({"variant": "bad_name"}, "variant: String should match pattern"),
+        ({"variant": "a" + "-" * 70 + "b"}, "variant: String should have at most 63 characters"),
+        ({"version": ".hidden"}, "version: String should match pattern"),
+        ({"model_version": 1.0}, "model_version: Input should be a valid integer"),
+        (
+            {"metrics": {"test_perplexity": "85"}},
+            "metrics.test_perplexity: Input should be a valid number",
+        ),
+        (
+            {"hyperparameters": {"layers": [1, 2]}},
+            "hyperparameters.layers: Input should be a number, string, boolean or null, not list",
+        ),
+    ],
+)
+def test_schema_error_lines(change: dict[str, Any], words: str) -> None:
+    problem = only_problem(check(with_metadata(metadata_dict(**change))))
+
+    assert words in problem
+
+
+def test_non_finite_numbers_are_rejected() -> None:
+    raw = json.dumps(metadata_dict()).replace("85.2", "NaN").replace("0.001", "Infinity").encode()
+
+    problems = check(with_metadata(raw)).problems
+
+    assert any(
+        p.startswith(f"{METADATA_PATH}: metrics.test_perplexity: Input should be a finite number")
+        for p in problems
+    )
+    assert any(
+        p.startswith(
+            f"{METADATA_PATH}: hyperparameters.learning_rate: Input should be a finite number"
+        )
+        for p in problems
+    )
+
+
+def test_field_names_from_the_file_cannot_break_a_line() -> None:
+    problem = only_problem(check(with_metadata(metadata_dict(metrics={"a\nb": "x"}))))
+
+    assert problem.startswith(f"{METADATA_PATH}: metrics.a\\nb: Input should be a valid number")
+
+
+@pytest.mark.parametrize(
+    ("tokenizer", "words"),
+    [
+        (
+            {"path": "../tokenizer.json"},
+            "tokenizer.path: Value error, must be a relative archive path",
+        ),
+        (
+            {"path": "/code/tokenizer.json"},
+            "tokenizer.path: Value error, must be a relative archive path",
+        ),
+        ({"eos_token_id": 8000}, "eos_token_id 8000 is outside the vocabulary (vocab_size 8000)"),
+        ({"vocab_size": 0}, "tokenizer.vocab_size: Input should be greater than 0"),
+        ({"type": "wordpiece"}, "tokenizer.type: Input should be 'byte_level_bpe'"),
+    ],
+)
+def test_tokenizer_rules(tokenizer: dict[str, Any], words: str) -> None:
+    document = metadata_dict()
+    document["tokenizer"] = {**document["tokenizer"], **tokenizer}
+
+    problem = only_problem(check(with_metadata(document)))
+
+    assert words in problem
+
+
+def test_unknown_keys_are_kept() -> None:
+    document = metadata_dict(notes="trained on a laptop")
+    document["generation"] = {**document["generation"], "stop_sequences": ["\n"]}
+
+    report = check(with_metadata(document))
+
+    assert report.ok, report.problems
+    assert report.metadata is not None
+    dumped = json.loads(report.metadata.model_dump_json())
+    assert dumped["notes"] == "trained on a laptop"
+    assert dumped["generation"]["stop_sequences"] == ["\n"]
+
+
+def test_metadata_round_trips_through_json() -> None:
+    written = ArtifactMetadata.model_validate_json(json.dumps(metadata_dict()))
+
+    read_back = ArtifactMetadata.model_validate_json(written.model_dump_json())
+
+    assert read_back == written
+    assert read_back.generation.signature == "serving_default"
+    assert read_back.created == datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
+def test_build_side_writes_metadata_from_python_values() -> None:
+    document = metadata_dict(created=datetime(2026, 11, 1, 12, tzinfo=UTC))
+
+    metadata = ArtifactMetadata(**document)
+
+    assert json.loads(metadata.model_dump_json())["created"] == "2026-11-01T12:00:00Z"
+
+
+def test_metadata_is_immutable() -> None:
+    metadata = ArtifactMetadata.model_validate_json(json.dumps(metadata_dict()))
+
+    with pytest.raises(ValidationError):
+        metadata.variant = "gpt2"
+
+
+# --------------------------------------------------------------------------- code/inference.py
+
+
+def with_inference(source: str) -> bytes:
+    return artifact_bytes(good_files(**{INFERENCE_PATH: source.encode()}))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def handler(data, context):\n    return b'[]', 'application/json'\n",
+        "from serving import handler\n",
+        "import serving\nhandler = serving.make_handler()\n",
+        "try:\n    from fast import handler\nexcept ImportError:\n    def handler(data, context, *extra):\n        pass\n",
+        "def handler(*args):\n    pass\n",
+        "def handler(data, context, options=None, *, debug=False):\n    pass\n",
+        "def input_handler(data, context): ...\ndef output_handler(response, context): ...\n",
+        "from helpers import *\n",
+    ],
+)
+def test_accepted_handlers(source: str) -> None:
+    report = check(with_inference(source))
+
+    assert report.ok, report.problems
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("def handler(data, context)\n    pass\n", "does not parse: line 1"),
+        ("print('hello')\n", "defines neither handler(data, context) nor the pair"),
+        ("def input_handler(data, context): ...\n", "defines input_handler but not output_handler"),
+        (
+            "def output_handler(response, context): ...\n",
+            "defines output_handler but not input_handler",
+        ),
+        ("async def handler(data, context): ...\n", "handler is 'async def'"),
+        (
+            "def handler(data): ...\n",
+            "handler must accept two positional arguments (data, context)",
+        ),
+        (
+            "def handler(data, context, extra): ...\n",
+            "handler must accept two positional arguments",
+        ),
+        (
+            "def handler(data, context, *, key): ...\n",
+            "handler must accept two positional arguments",
+        ),
+        (
+            "def input_handler(data, context): ...\ndef output_handler(response): ...\n",
+            "output_handler must accept two positional arguments (response, context)",
+        ),
+        ("class Box:\n    def handler(self, data, context): ...\n", "defines neither"),
+        ("x = 1\0\n", "does not parse"),
+    ],
+)
+def test_rejected_handlers(source: str, words: str) -> None:
+    problem = only_problem(check(with_inference(source)))
+
+    assert problem.startswith(INFERENCE_PATH)
+    assert words in problem
+
+
+def test_warnings_from_parsing_the_code_are_not_printed() -> None:
+    source = "x = 1if 1 else 2\ndef handler(data, context): ...\n"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = check(with_inference(source))
+
+    assert report.ok, report.problems
+
+
+# --------------------------------------------------------------------------- agreement checks
+
+
+def test_variant_must_match_the_upload() -> None:
+    problem = only_problem(check(artifact_bytes(), expected_variant="gpt2"))
+
+    assert "says variant 'lstm'" in problem
+    assert "for variant 'gpt2'" in problem
+
+
+def test_metadata_must_name_the_saved_model_folder() -> None:
+    report = check(with_metadata(metadata_dict(model_name="gpt2", model_version=3)))
+
+    problem = only_problem(report)
+    assert "model_name 'gpt2' version 3" in problem
+    assert "model/1" in problem
+
+
+def test_tokenizer_hash_must_match() -> None:
+    problem = only_problem(check(artifact_bytes(good_files(**{"code/tokenizer.json": b"{}"}))))
+
+    assert "code/tokenizer.json has sha256" in problem
+    assert TOKENIZER_SHA in problem
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    files = good_files(
+        **{
+            INFERENCE_PATH: b"print('no handlers')\n",
+            "model/1/variables/variables.index": None,
+            METADATA_PATH: json.dumps(metadata_dict(kind="rnn", variant="lstm")).encode(),
+        }
+    )
+    extra = [
+        special_member("code/link", tarfile.SYMTYPE, "/etc/passwd"),
+        file_member("../escape.txt", b"x"),
+    ]
+
+    report = check(artifact_bytes(files, extra=extra), expected_variant="gpt2")
+
+    assert not report.ok
+    texts = "\n".join(report.problems)
+    for words in [
+        "'code/link': is a symbolic link",
+        "'../escape.txt': path has a '..' part",
+        "metadata.json: kind: Input should be 'lstm' or 'gpt2'",
+        "code/inference.py defines neither",
+        "model/1 has no variables/variables.index",
+    ]:
+        assert words in texts
+    assert len(report.problems) == 5, report.problems
+
+
+# --------------------------------------------------------------------------- S3 key
+
+
+@pytest.mark.parametrize(
+    ("key", "variant", "version"),
+    [
+        ("models/lstm/v1/model.tar.gz", "lstm", "v1"),
+        ("models/gpt2/2026-11-01.3/model.tar.gz", "gpt2", "2026-11-01.3"),
+        ("models/A--b/1_0/model.tar.gz", "A--b", "1_0"),
+    ],
+)
+def test_parse_model_key(key: str, variant: str, version: str) -> None:
+    parsed = parse_model_key(key)
+
+    assert parsed == ModelKey(variant=variant, version=version)
+    assert parsed.key == key
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [
+        ("models/lstm/model.tar.gz", "3 '/'-separated parts, not 4"),
+        ("/models/lstm/v1/model.tar.gz", "5 '/'-separated parts"),
+        ("artifacts/lstm/v1/model.tar.gz", "does not start with 'models/'"),
+        ("models/lstm/v1/model.tgz", "the file name is 'model.tgz'"),
+        ("models/lstm-/v1/model.tar.gz", "variant 'lstm-' is not"),
+        ("models/lstm/.v1/model.tar.gz", "version '.v1' is not"),
+        ("models/lstm/v1%2B2/model.tar.gz", "decode it with urllib.parse.unquote_plus"),
+        ("models%2Flstm%2Fv1%2Fmodel.tar.gz", "decode it with urllib.parse.unquote_plus"),
+    ],
+)
+def test_parse_model_key_rejects(key: str, words: str) -> None:
+    with pytest.raises(
+        ValueError, match=re.escape("does not follow models/<variant>/<version>/model.tar.gz")
+    ) as caught:
+        parse_model_key(key)
+
+    assert words in str(caught.value)
+
+
+def test_model_key_refuses_invalid_parts() -> None:
+    with pytest.raises(ValueError, match="variant"):
+        ModelKey(variant="no/slashes", version="v1")
+    with pytest.raises(ValueError, match="version"):
+        ModelKey(variant="lstm", version="")
+
+
+# --------------------------------------------------------------------------- properties
+
+SEGMENTS = st.sampled_from(["..", ".", "", "model", "1", "code", "a..b", "é", "sp ace", "\\", "\t"])
+NAMES = st.one_of(
+    st.lists(SEGMENTS | st.text(max_size=8), max_size=6).map("/".join),
+    st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size=40),
+).filter(lambda name: "\0" not in name)
+KINDS = st.sampled_from(
+    [tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE]
+)
+
+
+def shown_in(name: str, problems: list[str]) -> bool:
+    return any(f"'{name}'" in problem or ascii(name) in problem for problem in problems)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(NAMES, KINDS), max_size=8))
+def test_arbitrary_members_never_crash(members: list[tuple[str, bytes]]) -> None:
+    extra = [
+        file_member(name, b"data") if kind == tarfile.REGTYPE else special_member(name, kind, "t")
+        for name, kind in members
+    ]
+
+    report = check(artifact_bytes(extra=extra))
+
+    assert isinstance(report, ArtifactReport)
+    assert all(isinstance(problem, str) and "\n" not in problem for problem in report.problems)
+
+
+@settings(max_examples=150, deadline=None)
+@given(NAMES, st.booleans())
+def test_escaping_names_are_always_rejected(name: str, absolute: bool) -> None:
+    # Ending in a plain segment: tarfile drops trailing slashes when it reads names back.
+    name = f"/{name}/x" if absolute else f"{name}/../x"
+
+    report = check(artifact_bytes(extra=[file_member(name, b"data")]))
+
+    assert not report.ok
+    assert shown_in(name, report.problems), report.problems
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_damaged_archives_give_a_report_not_an_exception(data: st.DataObject) -> None:
+    whole = bytearray(artifact_bytes())
+    cut = data.draw(st.integers(0, len(whole)), label="cut")
+    flips = data.draw(
+        st.lists(st.tuples(st.integers(0, len(whole) - 1), st.integers(1, 255)), max_size=4)
+    )
+    for position, mask in flips:
+        whole[position] ^= mask
+
+    report = check(bytes(whole[:cut]))
+
+    if cut < len(whole):
+        assert not report.ok
+
+
+VARIANTS = st.from_regex(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", fullmatch=True).filter(
+    lambda v: len(v) <= 63
+)
+VERSIONS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", fullmatch=True)
+
+
+@given(VARIANTS, VERSIONS)
+def test_model_key_round_trips(variant: str, version: str) -> None:
+    key = ModelKey(variant=variant, version=version).key
+
+    assert parse_model_key(key) == ModelKey(variant=variant, version=version)
+
+
+@given(st.text(string.printable + "é/%+", max_size=80))
+def test_parse_model_key_accepts_exactly_the_convention(key: str) -> None:
+    parts = key.split("/")
+    fits = (
+        len(parts) == 4
+        and parts[0] == "models"
+        and parts[3] == "model.tar.gz"
+        and is_variant_name(parts[1])
+        and is_artifact_version(parts[2])
+    )
+
+    if fits:
+        assert parse_model_key(key).key == key
+    else:
+        with pytest.raises(ValueError, match="does not follow"):
+            parse_model_key(key)
+
+
+@given(st.text(max_size=70))
+def test_variant_names_follow_sagemakers_rule(value: str) -> None:
+    expected = (
+        0 < len(value) <= 63
+        and value.isascii()
+        and all(c.isalnum() or c == "-" for c in value)
+        and value[0] != "-"
+        and value[-1] != "-"
+    )
+
+    assert is_variant_name(value) == expected
