@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tweetgen_build.cli import COMMANDS, PROG, run
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow start-up chatter (CUDA probing on CPU machines) is noise to users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _default_data() -> list[Path]:

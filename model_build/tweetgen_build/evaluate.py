@@ -71,13 +71,14 @@ def generate_samples(
     top_k: int = 40,
     seed: int = 0,
     batch_size: int = 16,
+    eos_id: int = EOS_ID,
 ) -> list[list[int]]:
     """Unconditional samples (the prompt is the start token alone)."""
     samples: list[list[int]] = []
     for start in range(0, count, batch_size):
         rows = min(batch_size, count - start)
         out = generate(
-            input_ids=tf.fill([rows, 1], EOS_ID),
+            input_ids=tf.fill([rows, 1], eos_id),
             attention_mask=tf.ones([rows, 1], tf.int32),
             max_new_tokens=tf.constant(max_new_tokens, tf.int32),
             temperature=tf.constant(temperature, tf.float32),
@@ -119,11 +120,14 @@ def offline_metrics(
     max_length: int,
     samples: int = 64,
     seed: int = 0,
+    eos_id: int = EOS_ID,
 ) -> dict[str, float]:
     """Every offline metric of one SavedModel, with the n-gram baseline on the same split."""
     perplexity, tokens = model_perplexity(loaded.signatures["score"], test, max_length=max_length)
     baseline = ngram_perplexity(train, test, vocab_size=vocab_size, max_length=max_length)
-    generated = generate_samples(loaded.signatures["serving_default"], samples, seed=seed)
+    generated = generate_samples(
+        loaded.signatures["serving_default"], samples, seed=seed, eos_id=eos_id
+    )
     return {
         "test_perplexity": perplexity,
         "test_tokens": float(tokens),
@@ -179,6 +183,7 @@ def evaluate_artifact(
             max_length=min(EVAL_MAX_LENGTH, metadata.generation.max_context),
             samples=samples,
             seed=seed,
+            eos_id=metadata.tokenizer.eos_token_id,
         )
     return {
         "kind": metadata.kind,

@@ -163,7 +163,7 @@ class GeneratorServing(tf.Module):
     signatures are defined here once, so both models serve the same contract.
     """
 
-    eos_id: int = 0
+    eos_id: int
 
     def prefill(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, Cache]:
         raise NotImplementedError

@@ -86,11 +86,10 @@ def settings_of(model: Any) -> GPT2Settings:
 class GPT2Serving(GeneratorServing):
     """GPT-2's serving module: the key/value cache, the attention mask and the last position."""
 
-    eos_id = EOS_ID
-
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, eos_id: int = EOS_ID) -> None:
         super().__init__(name="gpt2_serving")
         self.model = model
+        self.eos_id = eos_id
         self.n_head = model.config.n_head
         self.head_dim = model.config.n_embd // model.config.n_head
         self.n_positions = model.config.n_positions

@@ -73,11 +73,10 @@ def build_lstm(config: LSTMConfig) -> LSTMLanguageModel:
 class LSTMServing(GeneratorServing):
     """The LSTM's serving module: the prompt's final states are the cache."""
 
-    eos_id = EOS_ID
-
-    def __init__(self, model: LSTMLanguageModel) -> None:
+    def __init__(self, model: LSTMLanguageModel, eos_id: int = EOS_ID) -> None:
         super().__init__(name="lstm_serving")
         self.model = model
+        self.eos_id = eos_id
 
     def prefill(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, Any]:
         logits, states = self.model.run(input_ids, mask=tf.cast(attention_mask, tf.bool))

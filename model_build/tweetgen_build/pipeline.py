@@ -31,8 +31,8 @@ from tweetgen_build.packaging import (
     stage_artifact,
 )
 from tweetgen_build.tokenizer import (
-    EOS_ID,
     encode_tweets,
+    eos_id_of,
     load_tokenizer,
     tokenizer_sha256,
     train_tokenizer,
@@ -180,7 +180,9 @@ def _model_config(cls: type[C], label: str, vocab_size: int, values: dict[str, A
     return cls(vocab_size=vocab_size, **values)  # type: ignore[call-arg]
 
 
-def build_model(options: TrainOptions, vocab_size: int) -> tuple[Any, Any, dict[str, Any], int]:
+def build_model(
+    options: TrainOptions, vocab_size: int, eos_id: int
+) -> tuple[Any, Any, dict[str, Any], int]:
     """The Keras model, its serving module, its config and its context length."""
     preset = PRESETS.get(options.preset)
     if preset is None:
@@ -191,7 +193,7 @@ def build_model(options: TrainOptions, vocab_size: int) -> tuple[Any, Any, dict[
 
         lstm_config = _model_config(LSTMConfig, "LSTM", vocab_size, values)
         lstm = build_lstm(lstm_config)
-        return lstm, LSTMServing(lstm), lstm_config.to_dict(), LSTM_CONTEXT
+        return lstm, LSTMServing(lstm, eos_id), lstm_config.to_dict(), LSTM_CONTEXT
     from tweetgen_build.gpt2 import (
         GPT2Serving,
         GPT2Settings,
@@ -210,7 +212,7 @@ def build_model(options: TrainOptions, vocab_size: int) -> tuple[Any, Any, dict[
     else:
         gpt2_settings = _model_config(GPT2Settings, "GPT-2", vocab_size, values)
         gpt2 = build_gpt2(gpt2_settings)
-    return gpt2, GPT2Serving(gpt2), gpt2_settings.to_dict(), gpt2_settings.n_positions
+    return gpt2, GPT2Serving(gpt2, eos_id), gpt2_settings.to_dict(), gpt2_settings.n_positions
 
 
 def default_version(kind: str, data_sha: str) -> str:
@@ -240,10 +242,11 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
     }
     settings = options.settings
     seed_everything(settings.seed)
-    model, serving, model_config, context = build_model(options, vocab_size)
+    eos = eos_id_of(tokenizer)
+    model, serving, model_config, context = build_model(options, vocab_size, eos)
     length = min(settings.sequence_length, context - 1)
-    train_windows = pack_windows(encoded["train"], length)
-    val_windows = pack_windows(encoded["validation"], length)
+    train_windows = pack_windows(encoded["train"], length, eos)
+    val_windows = pack_windows(encoded["validation"], length, eos)
     log(
         f"{options.model}: {model.count_params():,} parameters; {len(train_windows):,} training"
         f" windows of {length} tokens; up to {settings.epochs} epochs"
@@ -267,8 +270,8 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
             path=TOKENIZER_PATH,
             vocab_size=vocab_size,
             sha256=tokenizer_sha256(tokenizer),
-            eos_token_id=EOS_ID,
-            pad_token_id=EOS_ID,
+            eos_token_id=eos,
+            pad_token_id=eos,
         ),
         data=DataMetadata(
             sha256=data_sha,
@@ -300,6 +303,7 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
             max_length=min(EVAL_MAX_LENGTH, context),
             samples=options.samples,
             seed=settings.seed,
+            eos_id=eos,
         )
         metrics["best_val_loss"] = min(history["val_loss"])
         metrics["epochs_trained"] = float(len(history["loss"]))

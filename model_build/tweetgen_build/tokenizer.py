@@ -50,6 +50,15 @@ def tokenizer_sha256(tokenizer: Tokenizer) -> str:
     return hashlib.sha256(tokenizer.to_str().encode("utf-8")).hexdigest()
 
 
+def eos_id_of(tokenizer: Tokenizer) -> int:
+    """The end-of-text id: 0 in tokenizers trained here, 50256 in the original GPT-2's."""
+    found = tokenizer.token_to_id(EOS_TOKEN)
+    if found is None:
+        raise ValueError(f"the tokenizer has no {EOS_TOKEN} token")
+    return int(found)
+
+
 def encode_tweets(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Frame each tweet as ``[eos] + tokens + [eos]`` (the form every model is trained and scored on)."""
-    return [[EOS_ID, *enc.ids, EOS_ID] for enc in tokenizer.encode_batch(texts)]
+    eos = eos_id_of(tokenizer)
+    return [[eos, *enc.ids, eos] for enc in tokenizer.encode_batch(texts)]

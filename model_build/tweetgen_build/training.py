@@ -36,7 +36,7 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def pack_windows(sequences: list[list[int]], length: int) -> np.ndarray:
+def pack_windows(sequences: list[list[int]], length: int, eos_id: int = EOS_ID) -> np.ndarray:
     """Concatenate ``[eos] + tweet`` streams and cut windows of ``length + 1`` tokens.
 
     Packing wastes no compute on padding; each window gives ``length`` next-token targets.
@@ -45,8 +45,8 @@ def pack_windows(sequences: list[list[int]], length: int) -> np.ndarray:
     stream: list[int] = []
     for seq in sequences:
         # Each framed tweet ends with eos, which is also the next tweet's start token.
-        stream.extend(seq[:-1] if seq and seq[-1] == EOS_ID else seq)
-    stream.append(EOS_ID)
+        stream.extend(seq[:-1] if seq and seq[-1] == eos_id else seq)
+    stream.append(eos_id)
     n = (len(stream) - 1) // length
     if n == 0:
         raise ValueError(
@@ -97,6 +97,7 @@ def _fit(
             validation, settings.batch_size, shuffle=False, seed=settings.seed, for_gpt2=for_gpt2
         ),
         epochs=settings.epochs,
+        shuffle=False,  # the dataset shuffles itself, seeded
         callbacks=[
             keras_module.callbacks.EarlyStopping(
                 monitor="val_loss", patience=settings.patience, restore_best_weights=True

@@ -10,9 +10,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
-pytest.importorskip("tensorflow")
-
 from tweetgen_local.hosting import Context, ServedModel
 
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf
 
 MODELS = ("lstm", "gpt2")
 

@@ -1,0 +1,49 @@
+"""``tweetgen demo --no-serve`` end to end with small sizes, then again from its cache."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _demo(sentiment140: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tweetgen_local.cli",
+            "demo",
+            "--no-serve",
+            "--data",
+            str(sentiment140),
+            "--out",
+            str(out),
+            "--max-tweets",
+            "2000",
+            "--epochs",
+            "1",
+            "--vocab-size",
+            "600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
+    )
+
+
+def test_demo_trains_both_models_serves_them_and_reuses_its_cache(
+    sentiment140: Path, tmp_path: Path
+) -> None:
+    first = _demo(sentiment140, tmp_path / "demo")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for model in ("lstm", "gpt2"):
+        assert (tmp_path / "demo" / model / "model.tar.gz").is_file()
+        assert f"== {model} demo-" in first.stdout
+    # Every prompt got a generation from each served model.
+    assert first.stdout.count("'today is' -> today is") == 2
+    second = _demo(sentiment140, tmp_path / "demo")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("unchanged inputs, reusing") == 2
+    assert "Epoch" not in second.stdout

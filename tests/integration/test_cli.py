@@ -1,0 +1,139 @@
+"""The tweetgen command as users run it: exit statuses and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+
+def tweetgen(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tweetgen_local.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONPATH": ":".join(sys.path),
+        },
+    )
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("tweetgen: error:")]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_train_with_a_missing_file_exits_2_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.csv"
+    done = tweetgen(
+        "train", "--model", "lstm", "--data", str(missing), "--out", str(tmp_path / "o")
+    )
+    _one_line_error(done, str(missing))
+
+
+def test_train_with_binary_data_exits_2(tmp_path: Path) -> None:
+    blob = tmp_path / "tweets.txt"
+    blob.write_bytes(b"hello\x00\x01\x02world\n" * 10)
+    _one_line_error(
+        tweetgen("train", "--model", "gpt2", "--data", str(blob), "--out", str(tmp_path)),
+        "tweets.txt",
+    )
+
+
+def test_train_with_wrong_csv_columns_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text('"0","1","2"\n"0","1","2"\n', encoding="utf-8")
+    _one_line_error(
+        tweetgen("train", "--model", "lstm", "--data", str(bad), "--out", str(tmp_path)), "bad.csv"
+    )
+
+
+def test_train_with_an_empty_corpus_exits_2(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n   \n\n", encoding="utf-8")
+    _one_line_error(
+        tweetgen("train", "--model", "lstm", "--data", str(empty), "--out", str(tmp_path)),
+        "empty.txt",
+    )
+
+
+def test_train_with_an_unknown_model_setting_exits_2(tmp_path: Path, sentiment140: Path) -> None:
+    done = tweetgen(
+        "train",
+        "--model",
+        "lstm",
+        "--data",
+        str(sentiment140 / "testdata.manual.2009.06.14.csv"),
+        "--out",
+        str(tmp_path),
+        "--preset",
+        "tiny",
+        "--set",
+        "wings=2",
+        "--max-tweets",
+        "400",
+    )
+    _one_line_error(done, "wings")
+
+
+def test_validate_artifact_accepts_a_good_one_and_lists_every_problem(
+    tiny_run: dict[str, Path], tmp_path: Path
+) -> None:
+    ok = tweetgen("validate-artifact", str(tiny_run["gpt2"]), "--variant", "gpt2")
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout
+
+    broken = tmp_path / "model.tar.gz"
+    with tarfile.open(tiny_run["lstm"]) as src, tarfile.open(broken, "w:gz") as dst:
+        for member in src:
+            if member.name not in ("code/inference.py", "code/tokenizer.json"):
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    done = tweetgen("validate-artifact", str(broken), "--variant", "gpt2")
+    assert done.returncode == 1
+    assert "code/inference.py" in done.stderr
+    assert "tokenizer.json" in done.stderr
+    assert "gpt2" in done.stderr  # the variant mismatch is reported too
+
+
+def test_evaluate_reports_offline_metrics_of_an_artifact(
+    tiny_run: dict[str, Path], tiny_data: list[Path]
+) -> None:
+    done = tweetgen(
+        "evaluate",
+        str(tiny_run["lstm"]),
+        "--data",
+        *map(str, tiny_data),
+        "--max-tweets",
+        "3000",
+        "--samples",
+        "8",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads(done.stdout)
+    recorded = json.loads((tiny_run["lstm"].parent / "metrics.json").read_text())["metrics"]
+    assert metrics["same_data_as_training"] is True
+    # The same artifact on the same split gives the perplexity recorded at training time.
+    assert metrics["test_perplexity"] == pytest.approx(recorded["test_perplexity"], rel=1e-4)
+    assert metrics["ngram_perplexity"] == pytest.approx(recorded["ngram_perplexity"], rel=1e-9)
+    assert {"distinct_1", "distinct_2", "repetition_rate", "mean_length"} <= set(metrics)
+
+
+def test_evaluate_rejects_something_that_is_not_an_artifact(
+    tmp_path: Path, tiny_data: list[Path]
+) -> None:
+    fake = tmp_path / "model.tar.gz"
+    fake.write_bytes(b"not a tarball")
+    _one_line_error(tweetgen("evaluate", str(fake), "--data", *map(str, tiny_data)), "model.tar.gz")

@@ -1,0 +1,120 @@
+"""The sampling and loop pieces shared by both models, on toy logits (no training)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tweetgen_build.generation import generate_loop, hashed_uniform, select_next
+
+
+def test_hashed_uniform_is_in_range_deterministic_and_roughly_uniform() -> None:
+    seeds = tf.constant([0, 1, 2**40 + 7], tf.int64)
+    u = hashed_uniform(seeds, tf.constant(3), tf.constant(20000)).numpy()
+    assert u.shape == (3, 20000)
+    assert (u > 0).all() and (u < 1).all()
+    np.testing.assert_array_equal(
+        u, hashed_uniform(seeds, tf.constant(3), tf.constant(20000)).numpy()
+    )
+    for row in u:  # mean 1/2 and a flat histogram
+        assert abs(row.mean() - 0.5) < 0.01
+        counts, _ = np.histogram(row, bins=10, range=(0, 1))
+        assert counts.min() > 1800 and counts.max() < 2200
+    # Different rows, steps and seeds give different draws.
+    assert not np.allclose(u[0], u[1])
+    other_step = hashed_uniform(seeds, tf.constant(4), tf.constant(20000)).numpy()
+    assert not np.allclose(u, other_step)
+
+
+def test_select_next_is_greedy_at_zero_temperature_and_top1() -> None:
+    logits = tf.constant([[0.1, 3.0, 0.2, 2.9], [5.0, 0.0, 0.0, 0.0]])
+    seeds = tf.constant([1, 2], tf.int64)
+    greedy = select_next(logits, tf.constant(0.0), tf.constant(40), seeds, tf.constant(0))
+    assert greedy.numpy().tolist() == [1, 0]
+    top1 = select_next(logits, tf.constant(1.0), tf.constant(1), seeds, tf.constant(0))
+    assert top1.numpy().tolist() == [1, 0]
+
+
+def test_sampling_stays_within_top_k_and_follows_the_distribution() -> None:
+    probs = np.array([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = tf.constant(np.log(np.maximum(probs, 1e-12))[None, :].repeat(4000, 0), tf.float32)
+    seeds = tf.range(4000, dtype=tf.int64)
+    top2 = select_next(logits, tf.constant(1.0), tf.constant(2), seeds, tf.constant(0)).numpy()
+    assert set(top2.tolist()) == {0, 1}
+    # Renormalised over the top 2: 0.5/0.8 = 0.625 for token 0.
+    assert abs((top2 == 0).mean() - 0.625) < 0.03
+    full = select_next(logits, tf.constant(1.0), tf.constant(0), seeds, tf.constant(0)).numpy()
+    frequencies = np.bincount(full, minlength=5) / len(full)
+    np.testing.assert_allclose(frequencies, probs, atol=0.03)
+
+
+def _counting_model(vocab: int, eos_at: dict[int, int]) -> tuple[Any, Any]:
+    """A toy model whose next token is (last token + 1), or eos when a row reaches a set length."""
+
+    def logits_for(last: tf.Tensor, produced: tf.Tensor) -> tf.Tensor:
+        nxt = (last + 1) % vocab
+        stop = tf.constant([eos_at.get(i, 10**6) for i in range(2)]) <= produced
+        nxt = tf.where(stop, 0, nxt)
+        return tf.one_hot(nxt, vocab) * 10.0
+
+    def prefill(ids: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        produced = tf.zeros([tf.shape(ids)[0]], tf.int32)
+        return logits_for(ids[:, -1], produced), produced
+
+    def step(token: tf.Tensor, produced: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        produced = produced + 1
+        return logits_for(token, produced), produced
+
+    return prefill, step
+
+
+def test_loop_stops_rows_at_end_of_text_and_reports_lengths() -> None:
+    prefill, step = _counting_model(50, {0: 3})
+    out = generate_loop(
+        prefill,
+        step,
+        lambda c: tf.TensorShape([None]),
+        tf.constant([[0, 5], [0, 20]]),
+        tf.ones([2, 2], tf.int32),
+        tf.constant(6),
+        tf.constant(0.0),
+        tf.constant(1),
+        tf.constant(0, tf.int64),
+        0,
+    )
+    ids, lengths = out["generated_ids"].numpy(), out["lengths"].numpy()
+    assert ids[0].tolist() == [6, 7, 8, 0, 0, 0]  # eos, then eos padding
+    assert ids[1].tolist() == [21, 22, 23, 24, 25, 26]
+    assert lengths.tolist() == [3, 6]
+
+
+def test_loop_ends_early_when_every_row_is_done_and_accepts_zero_tokens() -> None:
+    prefill, step = _counting_model(50, {0: 1, 1: 2})
+    out = generate_loop(
+        prefill,
+        step,
+        lambda c: tf.TensorShape([None]),
+        tf.constant([[0, 5], [0, 9]]),
+        tf.ones([2, 2], tf.int32),
+        tf.constant(30),
+        tf.constant(0.0),
+        tf.constant(1),
+        tf.constant(0, tf.int64),
+        0,
+    )
+    assert out["generated_ids"].shape[1] == 3  # not 30
+    assert out["lengths"].numpy().tolist() == [1, 2]
+    none = generate_loop(
+        prefill,
+        step,
+        lambda c: tf.TensorShape([None]),
+        tf.constant([[0, 5]]),
+        tf.ones([1, 2], tf.int32),
+        tf.constant(0),
+        tf.constant(0.0),
+        tf.constant(1),
+        tf.constant(0, tf.int64),
+        0,
+    )
+    assert none["generated_ids"].shape == (1, 0)

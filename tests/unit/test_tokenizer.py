@@ -1,0 +1,32 @@
+"""The shared tokenizer: deterministic, placeholders kept whole, tweets round-trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tweetgen_build.data import load_corpus, split_corpus
+from tweetgen_build.tokenizer import EOS_ID, encode_tweets, tokenizer_sha256, train_tokenizer
+
+
+def _train_texts(sentiment140: Path) -> list[str]:
+    corpus = load_corpus([sentiment140 / "sample_20k.csv"], max_tweets=4000)
+    return split_corpus(corpus.texts).train
+
+
+def test_same_texts_give_the_same_tokenizer(sentiment140: Path) -> None:
+    texts = _train_texts(sentiment140)
+    first = train_tokenizer(texts, vocab_size=1000)
+    second = train_tokenizer(list(texts), vocab_size=1000)
+    assert tokenizer_sha256(first) == tokenizer_sha256(second)
+    assert first.get_vocab_size() == 1002  # 1000 + the two placeholders
+
+
+def test_tweets_round_trip_and_placeholders_stay_whole(sentiment140: Path) -> None:
+    texts = _train_texts(sentiment140)
+    tok = train_tokenizer(texts, vocab_size=1000)
+    for text in texts[:500]:
+        assert tok.decode(tok.encode(text).ids) == text
+    ids = tok.encode("thanks <user> see <url>").ids
+    assert tok.token_to_id("<user>") in ids and tok.token_to_id("<url>") in ids
+    framed = encode_tweets(tok, ["hi there"])[0]
+    assert framed[0] == EOS_ID and framed[-1] == EOS_ID and EOS_ID not in framed[1:-1]
