@@ -323,6 +323,7 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
             artifact = pack_artifact(stage, options.out / "model.tar.gz")
     metrics_dir = options.metrics_dir or options.out
     metrics_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(metrics_dir / "tokenizer.json"))  # to share with the next model's run
     curve_path = metrics_dir / "training_curve.png"
     plot_curve(history, f"{options.model} ({options.preset})", curve_path)
     report = {
