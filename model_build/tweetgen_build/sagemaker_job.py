@@ -383,11 +383,27 @@ class TrainingJobSpec:
 
     def check(self) -> None:
         """Raise InputError for a spec that SageMaker would refuse or that would waste a job."""
+        problems = self._resource_problems()
+        try:
+            values = validate_hyperparameters(self.hyperparameters)
+        except InputError as exc:
+            problems.append(str(exc))
+        else:
+            if self.init_s3_uri and values.get("model") != "gpt2":
+                problems.append("init_s3_uri applies to model gpt2 only")
+        if problems:
+            raise InputError("; ".join(problems))
+
+    def _resource_problems(self) -> list[str]:
         problems: list[str] = []
         if not self.role_arn.startswith("arn:") or ":iam::" not in self.role_arn:
             problems.append(f"role_arn must be an IAM role ARN, got {self.role_arn!r}")
-        uris = {"train_s3_uri": self.train_s3_uri, "output_s3_uri": self.output_s3_uri}
-        uris |= {"tokenizer_s3_uri": self.tokenizer_s3_uri, "init_s3_uri": self.init_s3_uri}
+        uris: dict[str, str | None] = {
+            "train_s3_uri": self.train_s3_uri,
+            "output_s3_uri": self.output_s3_uri,
+            "tokenizer_s3_uri": self.tokenizer_s3_uri,
+            "init_s3_uri": self.init_s3_uri,
+        }
         for label, uri in uris.items():
             if uri is not None and not _S3_URI.match(uri):
                 problems.append(f"{label} must be an s3://bucket/prefix URI, got {uri!r}")
@@ -402,19 +418,12 @@ class TrainingJobSpec:
             problems.append(f"volume_size_gb must be positive, got {self.volume_size_gb}")
         if not _JOB_NAME.match(self.base_job_name):
             problems.append(
-                f"base_job_name must be letters, digits and hyphens (at most 48), got {self.base_job_name!r}"
+                "base_job_name must be letters, digits and hyphens (at most 48),"
+                f" got {self.base_job_name!r}"
             )
         if not self.instance_type.startswith("ml."):
             problems.append(f"instance_type must be an ml.* type, got {self.instance_type!r}")
-        try:
-            values = validate_hyperparameters(self.hyperparameters)
-        except InputError as exc:
-            problems.append(str(exc))
-        else:
-            if self.init_s3_uri and values.get("model") != "gpt2":
-                problems.append("init_s3_uri applies to model gpt2 only")
-        if problems:
-            raise InputError("; ".join(problems))
+        return problems
 
 
 def training_image_uri(
