@@ -24,3 +24,55 @@ def sentiment140() -> Path:
             pytest.fail(f"shared tweets not found at {path} (set TWEETGEN_DATA_DIR)")
         pytest.skip(f"shared tweets not found at {path} (set TWEETGEN_DATA_DIR)")
     return path
+
+
+# Tiny models trained once per session on real shared tweets, through the real pipeline.
+TINY_TWEETS = 3000
+
+
+@pytest.fixture(scope="session")
+def tiny_data(sentiment140: Path) -> list[Path]:
+    return [sentiment140 / "sample_20k.csv"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Train the tokenizer once and both tiny models with it; return the artifact paths."""
+    from tweetgen_build.data import CleaningOptions
+    from tweetgen_build.pipeline import TrainOptions, prepare_data, run_training
+    from tweetgen_build.tokenizer import train_tokenizer
+    from tweetgen_build.training import TrainSettings
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    splits, _ = prepare_data(tiny_data, CleaningOptions(), TINY_TWEETS, lambda _: None)
+    tokenizer = train_tokenizer(splits.train, vocab_size=800)
+    tokenizer.save(str(root / "tokenizer.json"))
+    paths: dict[str, Path] = {"tokenizer": root / "tokenizer.json", "root": root}
+    for model in ("lstm", "gpt2"):
+        result = run_training(
+            TrainOptions(
+                model=model,
+                data=tiny_data,
+                out=root / model,
+                preset="tiny",
+                settings=TrainSettings(
+                    epochs=2, batch_size=32, sequence_length=32, learning_rate=3e-3
+                ),
+                max_tweets=TINY_TWEETS,
+                tokenizer=root / "tokenizer.json",
+                samples=16,
+            ),
+            log=lambda _: None,
+        )
+        paths[model] = result.artifact
+    return paths
+
+
+@pytest.fixture(scope="session")
+def unpacked(
+    tiny_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    from tweetgen_build.packaging import unpack_artifact
+
+    root = tmp_path_factory.mktemp("unpacked")
+    return {m: unpack_artifact(tiny_run[m], root / m) for m in ("lstm", "gpt2")}

@@ -57,6 +57,21 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
+def _local_up(args: argparse.Namespace) -> int:
+    from tweetgen_local.stack import StackOptions, local_up
+
+    return local_up(
+        StackOptions(
+            state_dir=args.state_dir,
+            template=args.template,
+            region=args.region,
+            aws_port=args.aws_port,
+            runtime_port=args.runtime_port,
+            api_port=args.api_port,
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="tweetgen: train, serve and A/B-test tweet generators"
@@ -66,6 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=summary, description=summary)
         add_arguments(sp)
         sp.set_defaults(handler=command)
+    local = sub.add_parser("local", help="the docker-free local stack")
+    local_sub = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+    up = local_sub.add_parser("up", help="run the local stack in the foreground until Ctrl-C")
+    up.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".tweetgen/local"),
+        help="where endpoints.json and the model cache live (default .tweetgen/local)",
+    )
+    up.add_argument("-t", "--template", type=Path, default=Path("template.yaml"))
+    up.add_argument("--region", default="us-east-1")
+    up.add_argument("--aws-port", type=int, default=0, help="moto's port (default: a free one)")
+    up.add_argument("--runtime-port", type=int, default=0)
+    up.add_argument("--api-port", type=int, default=0)
+    up.set_defaults(handler=_local_up)
+
+    from tweetgen_local.functions import INVOKE_SUMMARY, add_invoke_arguments, run_invoke
+
+    invoke = sub.add_parser("invoke", help=INVOKE_SUMMARY, description=INVOKE_SUMMARY)
+    add_invoke_arguments(invoke)
+    invoke.set_defaults(handler=run_invoke)
+
     demo = sub.add_parser("demo", help="the whole story on the local machine")
     _add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)
