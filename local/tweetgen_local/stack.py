@@ -274,11 +274,13 @@ class LocalStack:
         if template_path is None or not template_path.is_file():
             self.log(f"no template at {template_path}: no functions or triggers to wire")
             return None, None
-        from tweetgen_local.template import ResolveContext, Template
+        from tweetgen_local.template import Template
         from tweetgen_local.wiring import AwsClients, provision
 
         template = Template.load(template_path, self.options.parameter_overrides)
-        self.ctx = ResolveContext(region=self.options.region)
+        self.ctx = template.context(
+            region=self.options.region, parameter_overrides=self.options.parameter_overrides
+        )
         self.report = provision(
             template, self.ctx, AwsClients(session, aws_url, self.options.region)
         )
