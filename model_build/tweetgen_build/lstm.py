@@ -83,8 +83,13 @@ class LSTMServing(GeneratorServing):
         return logits[:, -1, :], states
 
     def step(self, token: tf.Tensor, cache: Any) -> tuple[tf.Tensor, Any]:
-        logits, states = self.model.run(token[:, None], states=cache)
-        return logits[:, 0, :], states
+        # One token: call each layer's cell directly (the layer would run a whole RNN loop).
+        x = self.model.embedding(token)
+        states: list[tf.Tensor] = []
+        for index, rnn in enumerate(self.model.rnns):
+            x, (h, c) = rnn.cell(x, [cache[2 * index], cache[2 * index + 1]], training=False)
+            states += [h, c]
+        return self.model.head(x), states
 
     def cache_invariants(self, cache: Any) -> Any:
         return [tf.TensorShape([None, s.shape[-1]]) for s in cache]
