@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_invoke_arguments(invoke)
     invoke.set_defaults(handler=run_invoke)
 
+    from tweetgen_local.deploy import add_deploy_arguments, deploy_command
+
+    deploy = sub.add_parser(
+        "deploy-model",
+        help="upload a model.tar.gz to the artifact bucket and follow its rollout",
+        description="upload a model.tar.gz to the artifact bucket (local stack or AWS) and"
+        " follow the rollout state by state; exit 0 only when the new version serves",
+    )
+    add_deploy_arguments(deploy)
+    deploy.set_defaults(handler=deploy_command)
+
     demo = sub.add_parser("demo", help="the whole story on the local machine")
     _add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)

@@ -129,6 +129,7 @@ class MotoService:
 
     def start(self) -> str:
         from moto.core.config import default_user_config
+        from moto.moto_api._internal.models import moto_api_backend
 
         # moto's server logs every request; the stack prints its own summary instead.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -136,13 +137,18 @@ class MotoService:
         default_user_config["lambda"] = {"use_docker": False}
         # The state-machine interpreter calls SageMaker and other services on this port.
         os.environ["MOTO_PORT"] = str(self.port)
+        # moto's backends live in this process: a new stack starts from an empty account.
+        moto_api_backend.reset()
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
         return self.url
 
     def stop(self) -> None:
+        from moto.moto_api._internal.models import moto_api_backend
+
         self._server.stop()
+        moto_api_backend.reset()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

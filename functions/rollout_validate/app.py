@@ -1,0 +1,44 @@
+"""Rollout task "Validate": stream the uploaded object through the artifact validator.
+
+Raises ``InvalidModelKey`` or ``ArtifactRejected`` (the state machine's error names) with every
+problem found; otherwise returns where the artifact is, its variant, version and metadata.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen.adapters.s3 import ArtifactStore
+from tweetgen.services.rollout import RolloutError, RolloutSettings, validate_upload
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+SETTINGS = RolloutSettings.from_environment()
+STORE = ArtifactStore.from_environment()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    upload = S3EventBridgeNotificationEvent(event["event"])
+    bucket, key = upload.detail.bucket.name, upload.detail.object.key
+    logger.append_keys(bucket=bucket, s3_key=key)
+    try:
+        artifact = validate_upload(bucket, key, source=STORE, settings=SETTINGS)
+    except RolloutError as exc:
+        metrics.add_metric(name="ArtifactsRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("artifact rejected", extra={"error": type(exc).__name__, "cause": str(exc)})
+        raise
+    metrics.add_metric(name="ArtifactsAccepted", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "artifact valid",
+        extra={"variant": artifact["variant"], "version": artifact["version"]},
+    )
+    return artifact

@@ -1,0 +1,175 @@
+"""The database adapter: one schema and one data-access layer for SQLite, MySQL/MariaDB and Aurora.
+
+Usage::
+
+    db = Database.from_environment()      # DATABASE_URL, or DATABASE_SECRET_ARN in AWS
+    db.migrate()                          # deploy time, local stack start, tests
+    db.feedback.record(feedback_id=..., generation_id=..., reward=1.0, raw_value="like")
+    DatabaseRolloutRecorder(db.model_versions, db.rollouts)   # the rollout's record step
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from sqlalchemy import URL, Engine
+
+from ..secrets import read_database_secret
+from .engine import (
+    DEFAULT_BUSY_TIMEOUT_S,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    create_engine,
+    dispose_engines,
+    normalise_url,
+    shared_engine,
+)
+from .migrations import MIGRATIONS, Migration, MigrationLockTimeout, applied_versions, migrate
+from .repositories import (
+    ROLLOUT_STATUSES,
+    Decision,
+    DecisionRepository,
+    Feedback,
+    FeedbackRepository,
+    Generation,
+    GenerationRepository,
+    ModelVersion,
+    ModelVersionRepository,
+    Rollout,
+    RolloutNotFoundError,
+    RolloutRepository,
+    RolloutStatus,
+)
+from .rollout_recorder import DatabaseRolloutRecorder
+
+__all__ = [
+    "MIGRATIONS",
+    "ROLLOUT_STATUSES",
+    "Database",
+    "DatabaseConfigError",
+    "DatabaseRolloutRecorder",
+    "Decision",
+    "Feedback",
+    "Generation",
+    "Migration",
+    "MigrationLockTimeout",
+    "ModelVersion",
+    "Rollout",
+    "RolloutNotFoundError",
+    "RolloutStatus",
+    "applied_versions",
+    "create_engine",
+    "dispose_engines",
+    "migrate",
+    "normalise_url",
+]
+
+MYSQL_DEFAULT_PORT = 3306
+
+
+class DatabaseConfigError(ValueError):
+    """The environment does not say which database to use, or says it incompletely."""
+
+
+class Database:
+    """One database: its engine, its migrations and a repository per table family."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.model_versions = ModelVersionRepository(engine)
+        self.rollouts = RolloutRepository(engine)
+        self.generations = GenerationRepository(engine)
+        self.feedback = FeedbackRepository(engine)
+        self.decisions = DecisionRepository(engine)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    ) -> Database:
+        """``sqlite:///PATH`` or ``mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE``; the
+        engine behind it is shared by every ``Database`` of the same URL in this process."""
+        return cls(
+            shared_engine(url, connect_timeout_s=connect_timeout_s, busy_timeout_s=busy_timeout_s)
+        )
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str] = os.environ) -> Database:
+        """The database a function's environment names.
+
+        ``DATABASE_URL`` wins when set (the local stack, tests). Otherwise ``DATABASE_SECRET_ARN``
+        names a Secrets Manager secret with the credentials; ``DATABASE_HOST``, ``DATABASE_PORT``
+        and ``DATABASE_NAME`` complete (or override) its connection fields.
+        ``DATABASE_CONNECT_TIMEOUT`` (seconds) allows for an Aurora cluster that resumes slowly.
+        """
+        timeout = _seconds(env, "DATABASE_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT_S)
+        url = env.get("DATABASE_URL", "").strip()
+        if url:
+            return cls.from_url(url, connect_timeout_s=timeout)
+        secret_id = env.get("DATABASE_SECRET_ARN", "").strip()
+        if not secret_id:
+            raise DatabaseConfigError(
+                "no database configured: set DATABASE_URL (sqlite:///PATH or "
+                "mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE) or DATABASE_SECRET_ARN"
+            )
+        secret = read_database_secret(secret_id)
+        host = env.get("DATABASE_HOST") or secret.host
+        name = env.get("DATABASE_NAME") or secret.dbname
+        missing = [
+            variable
+            for variable, value in (("DATABASE_HOST", host), ("DATABASE_NAME", name))
+            if not value
+        ]
+        if missing:
+            raise DatabaseConfigError(
+                f"database secret {secret_id} gives no host or database name: "
+                f"set {' and '.join(missing)}"
+            )
+        port = int(env.get("DATABASE_PORT") or secret.port or MYSQL_DEFAULT_PORT)
+        url_ = URL.create(
+            "mysql+pymysql",
+            username=secret.username,
+            password=secret.password,
+            host=host,
+            port=port,
+            database=name,
+            query={"charset": "utf8mb4"},
+        )
+
+        def credentials(refresh: bool) -> tuple[str, str]:
+            current = read_database_secret(secret_id, force_fetch=refresh)
+            return current.username, current.password
+
+        # Keyed without the password: after a rotation the same engine serves, with new logins.
+        key = f"{url_.render_as_string(hide_password=True)}#secret={secret_id}"
+        return cls(
+            shared_engine(url_, connect_timeout_s=timeout, credentials=credentials, cache_key=key)
+        )
+
+    @property
+    def url(self) -> URL:
+        """The engine's URL; its ``repr`` and ``str`` mask the password."""
+        return self.engine.url
+
+    def migrate(self) -> list[int]:
+        """Apply the missing schema migrations; returns the versions applied."""
+        return migrate(self.engine)
+
+    def __repr__(self) -> str:
+        return f"Database({self.engine.url!r})"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise DatabaseConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value

@@ -1,0 +1,472 @@
+"""Small typed repositories over the tables; every write is safe to repeat.
+
+Events reach the recorder at least once (SQS), rollouts' record step can be retried, so each
+write is an idempotent insert or upsert keyed by the natural id: MySQL's ``ON DUPLICATE KEY
+UPDATE`` and SQLite's ``ON CONFLICT`` through SQLAlchemy's dialect inserts.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypeVar, cast, get_args
+
+from sqlalchemy import Connection, Engine, Row, Table, select, update
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from . import schema
+from .engine import SQLITE_BEGIN_OPTION, is_mysql
+
+__all__ = [
+    "ROLLOUT_STATUSES",
+    "Decision",
+    "DecisionRepository",
+    "Feedback",
+    "FeedbackRepository",
+    "Generation",
+    "GenerationRepository",
+    "ModelVersion",
+    "ModelVersionRepository",
+    "Rollout",
+    "RolloutNotFoundError",
+    "RolloutRepository",
+    "RolloutStatus",
+]
+
+# "unchanged": the upload was a version already serving, so the rollout had nothing to do.
+RolloutStatus = Literal["running", "succeeded", "unchanged", "failed", "rolled_back"]
+ROLLOUT_STATUSES: Final[tuple[str, ...]] = get_args(RolloutStatus)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """A model version that a rollout put into service."""
+
+    variant: str
+    version: str
+    kind: str
+    s3_uri: str
+    metadata: dict[str, Any]
+    offline_metrics: dict[str, Any]
+    created_at: datetime
+    registered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """One run of the rollout state machine; ``id`` is its execution id."""
+
+    id: str
+    variant: str | None
+    version: str | None
+    status: RolloutStatus
+    reason: str | None
+    steps: list[Any] | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A tweet served by one variant; ``deliveries`` counts how often its event arrived."""
+
+    id: str
+    user_id: str
+    variant: str
+    model_version: str
+    prompt: str
+    text: str
+    parameters: dict[str, Any]
+    latency_ms: float
+    created_at: datetime
+    recorded_at: datetime
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """What a user thought of a generation: ``reward`` in [0, 1], ``raw_value`` as sent."""
+
+    id: str
+    generation_id: str
+    user_id: str | None
+    reward: float
+    raw_value: str
+    created_at: datetime
+    recorded_at: datetime
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A traffic decision of the experiment: the weights chosen, why, and whether applied."""
+
+    id: str
+    policy: str
+    weights: dict[str, float]
+    statistics: dict[str, Any]
+    reason: str
+    applied: bool
+    created_at: datetime
+
+
+class RolloutNotFoundError(LookupError):
+    """``finish`` was called for an execution that was never started."""
+
+
+_RecordT = TypeVar("_RecordT")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _record(cls: type[_RecordT], row: Row[Any]) -> _RecordT:
+    """Columns and record fields share their names."""
+    return cls(**row._mapping)
+
+
+class _Repository:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._mysql = is_mysql(engine.dialect)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it takes the write lock up front, so a writer waits
+        (busy timeout) instead of failing when it cannot upgrade a read lock."""
+        with self._engine.connect() as connection:
+            connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+            with connection.begin():
+                yield connection
+
+    def _read_one(self, table: Table, *conditions: Any) -> Row[Any] | None:
+        with self._engine.connect() as connection:
+            return connection.execute(select(table).where(*conditions)).one_or_none()
+
+    def _insert(self, table: Table, values: Mapping[str, Any]) -> Insert:
+        dialect = mysql if self._mysql else sqlite
+        return dialect.insert(table).values(**values)
+
+    def _insert_new(self, connection: Connection, table: Table, values: Mapping[str, Any]) -> None:
+        """Insert unless a row with the same primary key exists; an existing row is kept."""
+        key = [column.name for column in table.primary_key]
+        if self._mysql:
+            statement = cast(mysql.Insert, self._insert(table, values))
+            connection.execute(statement.on_duplicate_key_update({key[0]: table.c[key[0]]}))
+        else:
+            statement_ = cast(sqlite.Insert, self._insert(table, values))
+            connection.execute(statement_.on_conflict_do_nothing(index_elements=key))
+
+    def _upsert(self, connection: Connection, table: Table, values: Mapping[str, Any]) -> None:
+        """Insert, or overwrite every column but the key of the existing row."""
+        key = [column.name for column in table.primary_key]
+        changed = [name for name in values if name not in key]
+        if self._mysql:
+            statement = cast(mysql.Insert, self._insert(table, values))
+            connection.execute(
+                statement.on_duplicate_key_update(
+                    {name: statement.inserted[name] for name in changed}
+                )
+            )
+        else:
+            statement_ = cast(sqlite.Insert, self._insert(table, values))
+            connection.execute(
+                statement_.on_conflict_do_update(
+                    index_elements=key, set_={name: statement_.excluded[name] for name in changed}
+                )
+            )
+
+    def _record_delivery(self, table: Table, values: Mapping[str, Any]) -> bool:
+        """Insert an event row once; a redelivery only bumps ``deliveries``. True when new.
+
+        The bump is what tells the two apart on MySQL: SQLAlchemy connects with FOUND_ROWS, so
+        a no-op ``ON DUPLICATE KEY UPDATE`` reports one row, just like an insert.
+        """
+        bump = {"deliveries": table.c.deliveries + 1}
+        with self._write() as connection:
+            if self._mysql:
+                statement = cast(mysql.Insert, self._insert(table, {**values, "deliveries": 1}))
+                # Affected rows: 1 for an insert, 2 for an update of an existing row.
+                result = connection.execute(statement.on_duplicate_key_update(bump))
+                return result.rowcount == 1
+            statement_ = cast(sqlite.Insert, self._insert(table, {**values, "deliveries": 1}))
+            deliveries = connection.execute(
+                statement_.on_conflict_do_update(index_elements=["id"], set_=bump).returning(
+                    table.c.deliveries
+                )
+            ).scalar_one()
+            return bool(deliveries == 1)
+
+
+class ModelVersionRepository(_Repository):
+    """The versions that rollouts put into service, one row per (variant, version)."""
+
+    def record(
+        self,
+        *,
+        variant: str,
+        version: str,
+        kind: str,
+        s3_uri: str,
+        metadata: Mapping[str, Any],
+        offline_metrics: Mapping[str, Any] | None = None,
+        created_at: datetime | None = None,
+        registered_at: datetime | None = None,
+    ) -> ModelVersion:
+        """Insert or refresh a version; a version rolled out again becomes the latest again."""
+        registered = registered_at or _now()
+        values = {
+            "variant": variant,
+            "version": version,
+            "kind": kind,
+            "s3_uri": s3_uri,
+            "metadata": dict(metadata),
+            "offline_metrics": dict(offline_metrics or {}),
+            "created_at": created_at or registered,
+            "registered_at": registered,
+        }
+        with self._write() as connection:
+            self._upsert(connection, schema.model_versions, values)
+        stored = self.get(variant, version)
+        assert stored is not None
+        return stored
+
+    def get(self, variant: str, version: str) -> ModelVersion | None:
+        table = schema.model_versions
+        row = self._read_one(table, table.c.variant == variant, table.c.version == version)
+        return _record(ModelVersion, row) if row is not None else None
+
+    def latest(self, variant: str) -> ModelVersion | None:
+        """The version most recently put into service for ``variant``."""
+        table = schema.model_versions
+        query = (
+            select(table)
+            .where(table.c.variant == variant)
+            .order_by(table.c.registered_at.desc(), table.c.version.desc())
+            .limit(1)
+        )
+        with self._engine.connect() as connection:
+            row = connection.execute(query).one_or_none()
+        return _record(ModelVersion, row) if row is not None else None
+
+
+class RolloutRepository(_Repository):
+    """Rollouts by execution id: started once, finished with their outcome."""
+
+    def start(
+        self,
+        execution_id: str,
+        variant: str | None,
+        version: str | None,
+        *,
+        started_at: datetime | None = None,
+        steps: Sequence[Any] | None = None,
+    ) -> Rollout:
+        """Record a running rollout; starting the same execution again changes nothing."""
+        values = {
+            "id": execution_id,
+            "variant": variant,
+            "version": version,
+            "status": "running",
+            "reason": None,
+            "steps": list(steps) if steps is not None else None,
+            "started_at": started_at or _now(),
+            "finished_at": None,
+            "duration_s": None,
+        }
+        with self._write() as connection:
+            self._insert_new(connection, schema.rollouts, values)
+        return self._require(execution_id)
+
+    def finish(
+        self,
+        execution_id: str,
+        status: RolloutStatus,
+        reason: str | None = None,
+        steps: Sequence[Any] | None = None,
+        finished_at: datetime | None = None,
+    ) -> Rollout:
+        """Record the outcome; repeating the call (a retried task) leaves the same row."""
+        if status not in ROLLOUT_STATUSES or status == "running":
+            raise ValueError(
+                f"a rollout finishes as succeeded, unchanged, failed or rolled_back, not {status!r}"
+            )
+        table = schema.rollouts
+        with self._write() as connection:
+            row = connection.execute(
+                select(table.c.started_at, table.c.finished_at)
+                .where(table.c.id == execution_id)
+                .with_for_update()
+            ).one_or_none()
+            if row is None:
+                raise RolloutNotFoundError(
+                    f"rollout {execution_id!r} was never started: call rollouts.start first"
+                )
+            started: datetime = row.started_at
+            # A retry without a time keeps the first one, so the duration does not drift.
+            finished = finished_at or row.finished_at or _now()
+            changes: dict[str, Any] = {
+                "status": status,
+                "reason": reason,
+                "finished_at": finished,
+                "duration_s": max(0.0, (finished - started).total_seconds()),
+            }
+            if steps is not None:
+                changes["steps"] = list(steps)
+            connection.execute(update(table).where(table.c.id == execution_id).values(**changes))
+        return self._require(execution_id)
+
+    def get(self, execution_id: str) -> Rollout | None:
+        row = self._read_one(schema.rollouts, schema.rollouts.c.id == execution_id)
+        return _record(Rollout, row) if row is not None else None
+
+    def list(self, variant: str | None = None, limit: int = 50) -> builtins.list[Rollout]:
+        """The newest rollouts first, of one variant or of all."""
+        table = schema.rollouts
+        query = select(table).order_by(table.c.started_at.desc(), table.c.id.desc()).limit(limit)
+        if variant is not None:
+            query = query.where(table.c.variant == variant)
+        with self._engine.connect() as connection:
+            return [_record(Rollout, row) for row in connection.execute(query)]
+
+    def _require(self, execution_id: str) -> Rollout:
+        rollout = self.get(execution_id)
+        if rollout is None:
+            raise RolloutNotFoundError(f"rollout {execution_id!r} vanished while being written")
+        return rollout
+
+
+class GenerationRepository(_Repository):
+    """Generations as the recorder receives them, each stored once."""
+
+    def record(
+        self,
+        *,
+        generation_id: str,
+        user_id: str,
+        variant: str,
+        model_version: str,
+        prompt: str,
+        text: str,
+        parameters: Mapping[str, Any],
+        latency_ms: float,
+        created_at: datetime,
+    ) -> bool:
+        """Store a generation; True when new, False for a redelivery (nothing else changes)."""
+        return self._record_delivery(
+            schema.generations,
+            {
+                "id": generation_id,
+                "user_id": user_id,
+                "variant": variant,
+                "model_version": model_version,
+                "prompt": prompt,
+                "text": text,
+                "parameters": dict(parameters),
+                "latency_ms": float(latency_ms),
+                "created_at": created_at,
+                "recorded_at": _now(),
+            },
+        )
+
+    def get(self, generation_id: str) -> Generation | None:
+        row = self._read_one(schema.generations, schema.generations.c.id == generation_id)
+        return _record(Generation, row) if row is not None else None
+
+
+class FeedbackRepository(_Repository):
+    """Feedback keyed by its idempotency key, so a redelivered message counts once."""
+
+    def record(
+        self,
+        *,
+        feedback_id: str,
+        generation_id: str,
+        reward: float,
+        raw_value: str,
+        user_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> bool:
+        """Store feedback; True when new, False for a redelivery (the first one stands)."""
+        if not (math.isfinite(reward) and 0.0 <= reward <= 1.0):
+            raise ValueError(
+                f"reward must be a normalised value in [0, 1] (like 1, dislike 0, "
+                f"rating r as (r - 1) / 4), got {reward!r}"
+            )
+        return self._record_delivery(
+            schema.feedback,
+            {
+                "id": feedback_id,
+                "generation_id": generation_id,
+                "user_id": user_id,
+                "reward": float(reward),
+                "raw_value": raw_value,
+                "created_at": created_at or _now(),
+                "recorded_at": _now(),
+            },
+        )
+
+    def get(self, feedback_id: str) -> Feedback | None:
+        row = self._read_one(schema.feedback, schema.feedback.c.id == feedback_id)
+        return _record(Feedback, row) if row is not None else None
+
+    def pending_without_generation(self, limit: int = 1000) -> list[Feedback]:
+        """Feedback whose generation has not been recorded yet, oldest arrivals first."""
+        feedback, generations = schema.feedback, schema.generations
+        query = (
+            select(feedback)
+            .outerjoin(generations, generations.c.id == feedback.c.generation_id)
+            .where(generations.c.id.is_(None))
+            .order_by(feedback.c.recorded_at, feedback.c.id)
+            .limit(limit)
+        )
+        with self._engine.connect() as connection:
+            return [_record(Feedback, row) for row in connection.execute(query)]
+
+
+class DecisionRepository(_Repository):
+    """The experiment's traffic decisions, newest last."""
+
+    def record(
+        self,
+        *,
+        policy: str,
+        weights: Mapping[str, float],
+        statistics: Mapping[str, Any],
+        reason: str,
+        applied: bool,
+        decision_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> Decision:
+        """Store a decision; with a ``decision_id`` a repeated call returns the first one."""
+        identifier = decision_id or uuid.uuid4().hex
+        values = {
+            "id": identifier,
+            "policy": policy,
+            "weights": {variant: float(weight) for variant, weight in weights.items()},
+            "statistics": dict(statistics),
+            "reason": reason,
+            "applied": applied,
+            "created_at": created_at or _now(),
+        }
+        with self._write() as connection:
+            self._insert_new(connection, schema.decisions, values)
+            row = connection.execute(
+                select(schema.decisions).where(schema.decisions.c.id == identifier)
+            ).one()
+        return _record(Decision, row)
+
+    def latest(self) -> Decision | None:
+        table = schema.decisions
+        query = select(table).order_by(table.c.created_at.desc(), table.c.id.desc()).limit(1)
+        with self._engine.connect() as connection:
+            row = connection.execute(query).one_or_none()
+        return _record(Decision, row) if row is not None else None

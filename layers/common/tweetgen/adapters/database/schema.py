@@ -1,0 +1,34 @@
+"""The tables as the queries see them: migration 1's definitions plus every later change.
+
+A migration that changes a table also changes it here (append a column, add an index), so this
+module always describes the newest migrated database; ``tests`` compare the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from .migrations import schema_migrations, v0001_initial
+
+__all__ = [
+    "aggregation_state",
+    "decisions",
+    "feedback",
+    "generations",
+    "metadata",
+    "model_versions",
+    "rollouts",
+    "schema_migrations",
+    "variant_metrics",
+]
+
+metadata = MetaData()
+v0001_initial.define(metadata)
+
+model_versions = metadata.tables["model_versions"]
+rollouts = metadata.tables["rollouts"]
+generations = metadata.tables["generations"]
+feedback = metadata.tables["feedback"]
+variant_metrics = metadata.tables["variant_metrics"]
+decisions = metadata.tables["decisions"]
+aggregation_state = metadata.tables["aggregation_state"]

@@ -1,0 +1,587 @@
+"""The rollout's use cases and rules, against moto in-process (no network, no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from tweetgen.adapters.rollout_log import JsonLinesRecorder, read_records
+from tweetgen.adapters.s3 import ArtifactStore
+from tweetgen.adapters.sagemaker import InvocationFailed, ModelAnswer, SageMakerEndpoints
+from tweetgen.adapters.stepfunctions import RolloutExecutions, state_machine_arn, steps_from_history
+from tweetgen.domain.rollout import (
+    EndpointState,
+    NewVariantSettings,
+    VariantState,
+    endpoint_config_name,
+    is_sagemaker_name,
+    model_name,
+    plan_endpoint_config,
+    poll_schedule,
+)
+from tweetgen.services.rollout import (
+    ArtifactRejected,
+    EndpointBusy,
+    InvalidModelKey,
+    QueuedExecution,
+    RolloutQueued,
+    RolloutSettings,
+    RolloutStep,
+    SmokeTestFailed,
+    clean_up_versions,
+    describe_failure,
+    plan_rollout,
+    record_rollout,
+    smoke_test,
+    validate_upload,
+)
+from tweetgen_local import moto_gaps
+
+from tests.unit.test_artifact import artifact_bytes, good_files, metadata_dict
+
+REGION = "us-east-1"
+ROLE = "arn:aws:iam::123456789012:role/tweetgen-sagemaker"
+BUCKET = "artifacts"
+SETTINGS = RolloutSettings(
+    endpoint_name="tweetgen",
+    guardrail_alarms={"lstm": ["tweetgen-lstm-5xx"]},
+    poll_first_s=1,
+    poll_max_s=4,
+    timeout_s=20,
+)
+STARTED = "2026-11-26T08:51:45.120Z"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    moto_gaps.install()
+    moto_gaps.set_default_deploy_delay(0)
+    try:
+        with mock_aws():
+            yield
+    finally:
+        moto_gaps.uninstall()
+
+
+def sagemaker() -> Any:
+    return boto3.client("sagemaker", region_name=REGION)
+
+
+def endpoint_with(models: dict[str, str], weights: dict[str, float], config: str = "c1") -> None:
+    sm = sagemaker()
+    for model in models.values():
+        sm.create_model(
+            ModelName=model,
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={"Image": "img", "ModelDataUrl": f"s3://{BUCKET}/{model}"},
+        )
+    sm.create_endpoint_config(
+        EndpointConfigName=config,
+        ProductionVariants=[
+            {
+                "VariantName": variant,
+                "ModelName": model,
+                "InstanceType": "ml.m5.xlarge",
+                "InitialInstanceCount": 2,
+                "InitialVariantWeight": weights[variant],
+            }
+            for variant, model in models.items()
+        ],
+    )
+    sm.create_endpoint(EndpointName="tweetgen", EndpointConfigName=config)
+    SageMakerWait.in_service()
+
+
+class SageMakerWait:
+    @staticmethod
+    def in_service() -> None:
+        sm = sagemaker()
+        for _ in range(200):
+            if sm.describe_endpoint(EndpointName="tweetgen")["EndpointStatus"] == "InService":
+                return
+            threading.Event().wait(0.01)
+        raise AssertionError("endpoint never InService")
+
+
+class NoQueue:
+    def running(self, execution_arn: str) -> list[QueuedExecution]:
+        return []
+
+
+# --------------------------------------------------------------------------- domain
+
+
+def test_model_names_are_valid_sagemaker_names_and_never_collide() -> None:
+    assert model_name("tweetgen", "lstm", "v1") == "tweetgen-lstm-v1"
+    dotted, dashed = model_name("tweetgen", "gpt2", "1.0"), model_name("tweetgen", "gpt2", "1-0")
+    assert dotted != dashed and dotted.startswith("tweetgen-gpt2-1-0-")
+    long = model_name("tweetgen", "a" * 63, "b" * 63)
+    for name in (dotted, dashed, long):
+        assert is_sagemaker_name(name), name
+
+
+def test_endpoint_config_names_are_unique_per_execution() -> None:
+    when = datetime(2026, 11, 26, 8, 51, 45, tzinfo=UTC)
+    first = endpoint_config_name("tweetgen", "lstm", when, "arn:run-1")
+    assert first.startswith("tweetgen-lstm-20261126085145-") and is_sagemaker_name(first)
+    assert first != endpoint_config_name("tweetgen", "lstm", when, "arn:run-2")
+
+
+def test_poll_schedule_grows_to_its_cap_and_adds_up_to_the_timeout() -> None:
+    schedule = poll_schedule(1, 30, 3600)
+    assert schedule[:5] == [1, 2, 3, 4, 6] and max(schedule) == 30
+    assert sum(schedule) >= 3600 > sum(schedule[:-1])
+    with pytest.raises(ValueError, match="first_s"):
+        poll_schedule(0, 30, 10)
+
+
+def test_plan_replaces_only_this_variant_and_keeps_live_weights_and_counts() -> None:
+    endpoint = EndpointState(
+        "tweetgen",
+        "InService",
+        "c1",
+        (VariantState("lstm", 0.2, 3), VariantState("gpt2", 0.8, 2)),
+    )
+    current = [
+        {
+            "VariantName": "lstm",
+            "ModelName": "m-lstm-1",
+            "InstanceType": "ml.c5.large",
+            "InitialInstanceCount": 1,
+            "InitialVariantWeight": 0.5,
+        },
+        {
+            "VariantName": "gpt2",
+            "ModelName": "m-gpt2-1",
+            "InstanceType": "ml.m5.xlarge",
+            "InitialInstanceCount": 1,
+            "InitialVariantWeight": 0.5,
+            "VolumeSizeInGB": 30,
+        },
+    ]
+    plan = plan_endpoint_config(
+        "tweetgen",
+        endpoint,
+        current,
+        variant="lstm",
+        model="m-lstm-2",
+        config_name="c2",
+        new_variant=NewVariantSettings(),
+    )
+    assert plan.action == "update" and plan.previous_config == "c1"
+    assert plan.previous_model == "m-lstm-1"
+    lstm, gpt2 = plan.production_variants
+    assert lstm == {
+        **current[0],
+        "ModelName": "m-lstm-2",
+        "InitialVariantWeight": 0.2,
+        "InitialInstanceCount": 3,
+    }
+    assert gpt2 == {**current[1], "InitialVariantWeight": 0.8, "InitialInstanceCount": 2}
+    assert current[0]["ModelName"] == "m-lstm-1"  # the input is not changed
+
+
+def test_plan_adds_a_new_variant_creates_a_missing_endpoint_and_skips_a_no_op() -> None:
+    new = NewVariantSettings(instance_type="ml.t2.medium", weight=1.0)
+    endpoint = EndpointState("tweetgen", "InService", "c1", (VariantState("lstm", 1.0, 1),))
+    current = [{"VariantName": "lstm", "ModelName": "m-lstm-1", "InitialVariantWeight": 1.0}]
+
+    added = plan_endpoint_config(
+        "tweetgen",
+        endpoint,
+        current,
+        variant="gpt2",
+        model="m-gpt2-1",
+        config_name="c2",
+        new_variant=new,
+    )
+    created = plan_endpoint_config(
+        "tweetgen", None, [], variant="gpt2", model="m-gpt2-1", config_name="c0", new_variant=new
+    )
+    same = plan_endpoint_config(
+        "tweetgen",
+        endpoint,
+        current,
+        variant="lstm",
+        model="m-lstm-1",
+        config_name="c3",
+        new_variant=new,
+    )
+
+    assert [v["VariantName"] for v in added.production_variants] == ["lstm", "gpt2"]
+    assert added.production_variants[1]["InstanceType"] == "ml.t2.medium"
+    assert created.action == "create" and created.previous_config is None
+    assert added.previous_model is None and created.previous_model is None
+    assert [v["ModelName"] for v in created.production_variants] == ["m-gpt2-1"]
+    assert same.action == "none" and same.config_name == "c1"
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def test_validate_streams_the_object_and_names_the_model(aws: None) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v1.2/model.tar.gz", Body=artifact_bytes())
+
+    artifact = validate_upload(
+        BUCKET,
+        "models%2Flstm%2Fv1.2%2Fmodel.tar.gz",  # as S3 notifications encode keys
+        source=ArtifactStore(s3),
+        settings=SETTINGS,
+    )
+
+    assert artifact["variant"] == "lstm" and artifact["version"] == "v1.2"
+    assert artifact["s3_uri"] == f"s3://{BUCKET}/models/lstm/v1.2/model.tar.gz"
+    assert artifact["model_name"] == model_name("tweetgen", "lstm", "v1.2")
+    assert artifact["metadata"]["metrics"]["test_perplexity"] == 85.2
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("models/lstm/model.tar.gz", "does not follow models/<variant>/<version>/model.tar.gz"),
+        ("models/lstm/v1/weights.tar.gz", "file name is 'weights.tar.gz'"),
+        ("models/rnn/v1/model.tar.gz", "has variants lstm, gpt2"),
+    ],
+)
+def test_keys_outside_the_convention_are_refused_before_reading(
+    aws: None, key: str, message: str
+) -> None:
+    class Unreadable:
+        def open(self, bucket: str, key: str) -> Any:
+            raise AssertionError("the object must not be read")
+
+    with pytest.raises(InvalidModelKey, match=message):
+        validate_upload(BUCKET, key, source=Unreadable(), settings=SETTINGS)
+
+
+def test_a_bad_artifact_is_rejected_with_every_problem(aws: None) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    files = good_files(
+        **{
+            "code/inference.py": None,
+            "metadata.json": json.dumps(metadata_dict(variant="gpt2", kind="gpt2")).encode(),
+        }
+    )
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v1/model.tar.gz", Body=artifact_bytes(files))
+
+    with pytest.raises(ArtifactRejected) as raised:
+        validate_upload(
+            BUCKET, "models/lstm/v1/model.tar.gz", source=ArtifactStore(s3), settings=SETTINGS
+        )
+    assert "2 problems" in str(raised.value)
+    assert "missing code/inference.py" in str(raised.value)
+    assert "says variant 'gpt2'" in str(raised.value)
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def test_plan_on_a_live_endpoint(aws: None) -> None:
+    endpoint_with(
+        {"lstm": "tweetgen-lstm-v1", "gpt2": "tweetgen-gpt2-v1"}, {"lstm": 0.3, "gpt2": 0.7}
+    )
+
+    plan = plan_rollout(
+        {"variant": "lstm", "model_name": "tweetgen-lstm-v2"},
+        execution_id="arn:aws:states:us-east-1:123456789012:execution:tweetgen-rollout:r1",
+        started_at=STARTED,
+        endpoints=SageMakerEndpoints(sagemaker()),
+        queue=NoQueue(),
+        settings=SETTINGS,
+    )
+
+    assert plan["action"] == "update" and plan["previous_config"] == "c1"
+    assert plan["config_name"].startswith("tweetgen-lstm-20261126085145-")
+    assert [(v["ModelName"], v["InitialVariantWeight"]) for v in plan["production_variants"]] == [
+        ("tweetgen-lstm-v2", 0.3),
+        ("tweetgen-gpt2-v1", 0.7),
+    ]
+    assert plan["max_polls"] == len(plan["poll_schedule"]) and sum(plan["poll_schedule"]) >= 20
+    guardrails = plan["deployment_config"]
+    assert guardrails["AutoRollbackConfiguration"] == {
+        "Alarms": [{"AlarmName": "tweetgen-lstm-5xx"}]
+    }
+    assert guardrails["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "CANARY"
+
+
+def test_plan_waits_while_the_endpoint_is_updating(aws: None) -> None:
+    endpoint_with({"lstm": "tweetgen-lstm-v1"}, {"lstm": 1.0})
+    release = threading.Event()
+    moto_gaps.set_endpoint_deployer(lambda endpoint, config: None if release.wait(10) else "late")
+    sagemaker().update_endpoint(EndpointName="tweetgen", EndpointConfigName="c1")
+    try:
+        with pytest.raises(EndpointBusy, match="Updating"):
+            plan_rollout(
+                {"variant": "lstm", "model_name": "tweetgen-lstm-v2"},
+                execution_id="arn:aws:states:us-east-1:123456789012:execution:m:r1",
+                started_at=STARTED,
+                endpoints=SageMakerEndpoints(sagemaker()),
+                queue=NoQueue(),
+                settings=SETTINGS,
+            )
+    finally:
+        release.set()
+
+
+def test_rollouts_queue_behind_earlier_running_executions(aws: None) -> None:
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = sfn.create_state_machine(
+        name="tweetgen-rollout",
+        definition=json.dumps(
+            {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 60, "End": True}}}
+        ),
+        roleArn=ROLE,
+    )["stateMachineArn"]
+    first = sfn.start_execution(stateMachineArn=machine, name="first")["executionArn"]
+    second = sfn.start_execution(stateMachineArn=machine, name="second")["executionArn"]
+    assert state_machine_arn(second) == machine
+    queue = RolloutExecutions(sfn)
+    common: dict[str, Any] = {
+        "started_at": STARTED,
+        "endpoints": SageMakerEndpoints(sagemaker()),
+        "queue": queue,
+        "settings": SETTINGS,
+    }
+    artifact = {"variant": "lstm", "model_name": "tweetgen-lstm-v1"}
+
+    with pytest.raises(RolloutQueued, match="1 earlier rollout"):
+        plan_rollout(artifact, execution_id=second, **common)
+    assert plan_rollout(artifact, execution_id=first, **common)["action"] == "create"
+
+
+# --------------------------------------------------------------------------- smoke test
+
+
+@dataclass
+class FakeRuntime:
+    answer: ModelAnswer | Exception
+    then: ModelAnswer | Exception | None = None
+    calls: int = 0
+
+    def invoke(self, endpoint_name: str, variant: str | None, body: bytes) -> ModelAnswer:
+        self.calls += 1
+        answer = self.answer if self.calls == 1 or self.then is None else self.then
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_smoke_test_checks_the_model_in_force_and_the_answer(aws: None) -> None:
+    endpoint_with({"lstm": "tweetgen-lstm-v1"}, {"lstm": 1.0})
+    endpoints = SageMakerEndpoints(sagemaker())
+    good = ModelAnswer("lstm", "application/json", b'[{"generated_text": " hi there"}]')
+
+    result = smoke_test(
+        endpoint_name="tweetgen",
+        variant="lstm",
+        model="tweetgen-lstm-v1",
+        endpoints=endpoints,
+        invoker=FakeRuntime(good),
+        sleep=lambda _: None,
+    )
+
+    assert result["generated_text"] == " hi there" and result["config_name"] == "c1"
+    assert result["requests"] == 3
+    flaky = FakeRuntime(good, then=InvocationFailed("ModelError: second request"))
+    with pytest.raises(SmokeTestFailed, match="second request"):
+        smoke_test(
+            endpoint_name="tweetgen",
+            variant="lstm",
+            model="tweetgen-lstm-v1",
+            endpoints=endpoints,
+            invoker=flaky,
+            sleep=lambda _: None,
+        )
+    failing: list[tuple[str, ModelAnswer | Exception, str]] = [
+        ("tweetgen-lstm-v2", good, "runs model 'tweetgen-lstm-v1'"),
+        ("tweetgen-lstm-v1", InvocationFailed("ModelError: boom"), "ModelError: boom"),
+        ("tweetgen-lstm-v1", ModelAnswer("lstm", "", b'{"error": 1}'), 'not \\[{"generated_text'),
+        ("tweetgen-lstm-v1", ModelAnswer("gpt2", "", good.body), "variant 'gpt2' answered"),
+    ]
+    for model, answer, message in failing:
+        with pytest.raises(SmokeTestFailed, match=message):
+            smoke_test(
+                endpoint_name="tweetgen",
+                variant="lstm",
+                model=model,
+                endpoints=endpoints,
+                invoker=FakeRuntime(answer),
+                sleep=lambda _: None,
+            )
+
+
+# --------------------------------------------------------------------------- record
+
+
+class FixedHistory:
+    def steps(self, execution_arn: str) -> list[RolloutStep]:
+        at = datetime(2026, 11, 26, 8, 51, 46, tzinfo=UTC)
+        return [RolloutStep("Validate", "Task", at).exited(at + timedelta(seconds=2))]
+
+
+def _state(**extra: Any) -> dict[str, Any]:
+    return {
+        "execution_id": "arn:aws:states:us-east-1:123456789012:execution:tweetgen-rollout:r1",
+        "started_at": STARTED,
+        "event": {"detail": {"object": {"key": "models/lstm/v2/model.tar.gz"}}},
+        **extra,
+    }
+
+
+def test_record_a_success_keeps_the_version_and_the_steps(aws: None, tmp_path: Path) -> None:
+    log = tmp_path / "rollouts.jsonl"
+    artifact = {
+        "variant": "lstm",
+        "version": "v2",
+        "kind": "lstm",
+        "s3_uri": "s3://b/k",
+        "metadata": metadata_dict(),
+        "key": "models/lstm/v2/model.tar.gz",
+    }
+    plan = {"action": "update", "reason": "variant lstm: model a -> b"}
+
+    outcome = record_rollout(
+        _state(artifact=artifact, plan=plan),
+        succeeded=True,
+        recorder=JsonLinesRecorder(log),
+        history=FixedHistory(),
+        endpoints=SageMakerEndpoints(sagemaker()),
+        settings=SETTINGS,
+        now=datetime(2026, 11, 26, 8, 52, 0, tzinfo=UTC),
+    )
+
+    assert outcome["status"] == "succeeded" and outcome["duration_s"] == 14.88
+    version, started, finished = read_records(log)
+    assert version["record"] == "model_version" and version["metrics"]["test_perplexity"] == 85.2
+    assert started["record"] == "rollout_started" and started["variant"] == "lstm"
+    assert finished["status"] == "succeeded"
+    assert finished["steps"] == [
+        {
+            "name": "Validate",
+            "type": "Task",
+            "entered_at": "2026-11-26T08:51:46+00:00",
+            "duration_s": 2.0,
+            "error": None,
+        }
+    ]
+
+
+def test_record_a_failure_says_what_failed_and_what_the_rollback_did(
+    aws: None, tmp_path: Path
+) -> None:
+    log = tmp_path / "rollouts.jsonl"
+    cause = json.dumps({"errorType": "SmokeTestFailed", "errorMessage": "variant lstm said 500"})
+    state = _state(
+        plan={"previous_config": "c1"},
+        error={"Error": "SmokeTestFailed", "Cause": cause},
+        rollback={"status": "restored"},
+    )
+
+    outcome = record_rollout(
+        state,
+        succeeded=False,
+        recorder=JsonLinesRecorder(log),
+        history=FixedHistory(),
+        endpoints=SageMakerEndpoints(sagemaker()),
+        settings=SETTINGS,
+    )
+
+    assert outcome["error"] == "SmokeTestFailed" and outcome["status"] == "rolled_back"
+    assert outcome["cause"] == (
+        "models/lstm/v2/model.tar.gz was not rolled out: variant lstm said 500; "
+        "the endpoint was restored to config c1"
+    )
+    assert (outcome["variant"], outcome["version"]) == ("lstm", "v2")
+    assert [r["record"] for r in read_records(log)] == ["rollout_started", "rollout_finished"]
+    assert describe_failure({"Error": "States.Runtime", "Cause": "plain text"}) == (
+        "States.Runtime",
+        "plain text",
+    )
+
+
+def test_clean_up_keeps_what_is_in_use_and_the_newest(aws: None) -> None:
+    endpoint_with({"lstm": "tweetgen-lstm-v0"}, {"lstm": 1.0}, config="tweetgen-lstm-0")
+    sm = sagemaker()
+    for n in range(1, 6):
+        sm.create_model(
+            ModelName=f"tweetgen-lstm-v{n}",
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={"Image": "img", "ModelDataUrl": "s3://b/k"},
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName=f"tweetgen-lstm-{n}",
+            ProductionVariants=[
+                {
+                    "VariantName": "lstm",
+                    "ModelName": f"tweetgen-lstm-v{n}",
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
+    settings = RolloutSettings(endpoint_name="tweetgen", keep_versions=2, keep_young_models_s=0)
+
+    deleted = clean_up_versions(
+        endpoints=SageMakerEndpoints(sm), settings=settings, protect=["tweetgen-lstm-1"]
+    )
+
+    configs = {c["EndpointConfigName"] for c in sm.list_endpoint_configs()["EndpointConfigs"]}
+    models = {m["ModelName"] for m in sm.list_models()["Models"]}
+    assert configs == {"tweetgen-lstm-0", "tweetgen-lstm-1", "tweetgen-lstm-4", "tweetgen-lstm-5"}
+    assert models == {
+        "tweetgen-lstm-v0",
+        "tweetgen-lstm-v1",
+        "tweetgen-lstm-v4",
+        "tweetgen-lstm-v5",
+    }
+    assert sorted(deleted) == [
+        "tweetgen-lstm-2",
+        "tweetgen-lstm-3",
+        "tweetgen-lstm-v2",
+        "tweetgen-lstm-v3",
+    ]
+
+
+def test_steps_from_history_time_each_state_and_mark_failures() -> None:
+    at = datetime(2026, 11, 26, 8, 0, 0, tzinfo=UTC)
+    events = [
+        {"type": "TaskStateEntered", "timestamp": at, "stateEnteredEventDetails": {"name": "Plan"}},
+        {
+            "type": "TaskFailed",
+            "timestamp": at,
+            "taskFailedEventDetails": {"error": "RolloutQueued"},
+        },
+        {
+            "type": "TaskStateExited",
+            "timestamp": at + timedelta(seconds=3),
+            "stateExitedEventDetails": {"name": "Plan"},
+        },
+        {
+            "type": "WaitStateEntered",
+            "timestamp": at + timedelta(seconds=3),
+            "stateEnteredEventDetails": {"name": "WaitForEndpoint"},
+        },
+    ]
+
+    plan, wait = (step.as_dict() for step in steps_from_history(events))
+
+    assert (plan["name"], plan["duration_s"], plan["error"]) == ("Plan", 3.0, "RolloutQueued")
+    assert (wait["type"], wait["duration_s"]) == ("Wait", None)
