@@ -94,31 +94,46 @@ class GPT2Serving(GeneratorServing):
         self.head_dim = model.config.n_embd // model.config.n_head
         self.n_positions = model.config.n_positions
 
-    def prefill(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        positions = left_pad_positions(attention_mask)
-        out = self.model(
-            input_ids=input_ids,
+    def _table(self) -> tf.Tensor:
+        """The tied embedding matrix's value.
+
+        Reading the value (instead of the model's own ResourceGather on the variable) keeps the
+        variable out of TensorFlow's copy-on-read mode, which otherwise copies the whole matrix
+        at every use of the vocabulary head, i.e. at every generated token.
+        """
+        return tf.convert_to_tensor(self.model.transformer.wte.embeddings)
+
+    def _forward(
+        self, input_ids: tf.Tensor, attention_mask: tf.Tensor, position_ids: Any, past: Any
+    ) -> tuple[tf.Tensor, Any]:
+        """The last layer's hidden states (after the final layer norm) and the new cache."""
+        out = self.model.transformer(
+            input_ids=None,
+            inputs_embeds=tf.gather(self._table(), input_ids),
             attention_mask=attention_mask,
-            position_ids=positions,
+            position_ids=position_ids,
+            past_key_values=past,
             use_cache=True,
             training=False,
         )
-        cache = (tuple(out.past_key_values), attention_mask, positions[:, -1])
-        return out.logits[:, -1, :], cache
+        return out.last_hidden_state, out.past_key_values
+
+    def _next_logits(self, hidden: tf.Tensor) -> tf.Tensor:
+        # The vocabulary head on the last position only: one row, not the whole sequence.
+        return tf.matmul(hidden[:, -1, :], self._table(), transpose_b=True)
+
+    def prefill(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        positions = left_pad_positions(attention_mask)
+        hidden, past = self._forward(input_ids, attention_mask, positions, None)
+        cache = (tuple(past), attention_mask, positions[:, -1])
+        return self._next_logits(hidden), cache
 
     def step(self, token: tf.Tensor, cache: Any) -> tuple[tf.Tensor, Any]:
         past, mask, last_position = cache
         mask = tf.concat([mask, tf.ones_like(token)[:, None]], axis=1)
         position = last_position + 1
-        out = self.model(
-            input_ids=token[:, None],
-            attention_mask=mask,
-            position_ids=position[:, None],
-            past_key_values=past,
-            use_cache=True,
-            training=False,
-        )
-        return out.logits[:, 0, :], (tuple(out.past_key_values), mask, position)
+        hidden, new_past = self._forward(token[:, None], mask, position[:, None], past)
+        return self._next_logits(hidden), (tuple(new_past), mask, position)
 
     def cache_invariants(self, cache: Any) -> Any:
         past, _, _ = cache
@@ -126,7 +141,8 @@ class GPT2Serving(GeneratorServing):
         return (tuple(layer for _ in past), tf.TensorShape([None, None]), tf.TensorShape([None]))
 
     def full_logits(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tf.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, training=False).logits
+        hidden, _ = self._forward(input_ids, attention_mask, None, None)
+        return tf.einsum("btd,vd->btv", hidden, self._table())
 
     def token_budget(self, input_ids: tf.Tensor, max_new_tokens: tf.Tensor) -> tf.Tensor:
         # Never past the position table: the last usable position is n_positions - 1.

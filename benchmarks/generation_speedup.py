@@ -1,0 +1,348 @@
+"""In-graph generation (one SavedModel call per request) vs the original notebook's loop.
+
+The notebook generated one token per ``model.predict`` call on the whole growing sequence,
+picked the next token on the host and appended it, 32 times. Ours is the exported
+``serving_default`` signature, loaded with ``tf.saved_model.load`` as a server loads it.
+
+Both models at two sizes, the ``tiny`` preset (``make demo``'s) and the ``small`` preset
+(``tweetgen train``'s default; ``--quick``: ``tiny`` only), with a byte-level BPE vocabulary of
+8,000 trained on the shared tweets; their weights are random (seeded, untrained): the time of a
+forward pass does not depend on the weights' values. The prompts are the first 8 tokens of
+held-out tweets. Both paths sample top-k 40 at temperature 0.8 and produce 32 new tokens (ours
+is checked to run all 32 steps: it stops early only when every row has sampled end-of-text).
+GPT-2 is also served through the static-cache XLA prototype of ``benchmarks.gpt2_fast``, beside
+the library's module, against the same loops.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    DEFAULT_DATA,
+    OUT_DIR,
+    SAMPLE_20K,
+    BenchResult,
+    Row,
+    base_parser,
+    ensure_project_importable,
+    finish,
+    make_row,
+    median,
+    progress,
+    timed_runs,
+)
+
+NAME = "generation_speedup"
+NEW_TOKENS = 32
+PROMPT_TOKENS = 8
+TOP_K = 40
+TEMPERATURE = 0.8
+VOCAB_SIZE = 8000
+BATCHES = (1, 8)
+GOAL = 100.0
+PROTOTYPE = "gpt2-static-xla"
+SERVED = {"lstm": ["lstm"], "gpt2": ["gpt2", PROTOTYPE]}
+LABELS = {"lstm": "LSTM", "gpt2": "GPT-2", PROTOTYPE: "GPT-2 [prototype static+xla]"}
+
+PredictLast = Callable[[np.ndarray], np.ndarray]
+
+
+def log(message: str) -> None:
+    progress(NAME, message)
+
+
+def sample_top_k(
+    logits: np.ndarray, top_k: int, temperature: float, rng: np.random.Generator
+) -> np.ndarray:
+    """The host-side pick of the notebook loop: top-k sampling with numpy, one id per row."""
+    candidates = np.argpartition(logits, -top_k, axis=-1)[:, -top_k:]
+    picked = np.take_along_axis(logits, candidates, axis=-1) / temperature
+    probs = np.exp(picked - picked.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    choice = np.array([rng.choice(top_k, p=row) for row in probs])
+    return np.take_along_axis(candidates, choice[:, None], axis=-1)[:, 0].astype(np.int32)
+
+
+def notebook_generate(
+    predict_last: PredictLast, prompt: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """One forward call per new token on the whole sequence so far, as the notebook did."""
+    sequence = prompt
+    for _ in range(NEW_TOKENS):
+        logits = predict_last(sequence)
+        token = sample_top_k(logits, TOP_K, TEMPERATURE, rng)
+        sequence = np.concatenate([sequence, token[:, None]], axis=1)
+    return sequence[:, prompt.shape[1] :]
+
+
+def load_prompts(data: Path, seed: int) -> tuple[Any, np.ndarray, int]:
+    """Tokenizer trained on the training split; prompts from held-out tweets of >= 8 tokens."""
+    from tweetgen_build.data import CleaningOptions
+    from tweetgen_build.pipeline import prepare_data
+    from tweetgen_build.tokenizer import encode_tweets, eos_id_of, train_tokenizer
+
+    splits, _ = prepare_data([data / SAMPLE_20K], CleaningOptions(), None, lambda _: None)
+    tokenizer = train_tokenizer(splits.train, vocab_size=VOCAB_SIZE)
+    encoded = encode_tweets(tokenizer, list(splits.test))
+    long_enough = [ids[:PROMPT_TOKENS] for ids in encoded if len(ids) > PROMPT_TOKENS]
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(long_enough), size=max(BATCHES), replace=False)
+    prompts = np.array([long_enough[i] for i in chosen], dtype=np.int32)
+    return tokenizer, prompts, eos_id_of(tokenizer)
+
+
+class Models:
+    """The Keras models (for the notebook loop) and their exported SavedModels (for ours)."""
+
+    def __init__(self, preset: str, vocab_size: int, eos_id: int, seed: int) -> None:
+        import keras
+        import tensorflow as tf
+        from tweetgen_build.gpt2 import GPT2Serving, GPT2Settings, build_gpt2
+        from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
+        from tweetgen_build.pipeline import PRESETS
+
+        keras.utils.set_random_seed(seed)
+        self.lstm = build_lstm(LSTMConfig(vocab_size=vocab_size, **PRESETS[preset]["lstm"]))
+        self.gpt2 = build_gpt2(GPT2Settings(vocab_size=vocab_size, **PRESETS[preset]["gpt2"]))
+        from benchmarks.gpt2_fast import serving_for
+        from benchmarks.gpt2_variants import options_of
+
+        self.serving: dict[str, tf.Module] = {
+            "lstm": LSTMServing(self.lstm, eos_id),
+            "gpt2": GPT2Serving(self.gpt2, eos_id),
+            # The decoding prototype of gpt2_vs_pytorch, for comparison (not the library's).
+            PROTOTYPE: serving_for(self.gpt2, eos_id, options_of("static+xla")),
+        }
+        self.parameters = {
+            "lstm": int(self.lstm.count_params()),
+            "gpt2": int(self.gpt2.count_params()),
+        }
+        self.last_lstm = last_position_lstm(self.lstm)
+
+    def predict_last(self, kind: str) -> PredictLast:
+        """``model.predict`` on the whole sequence, logits of the last position."""
+        if kind == "lstm":
+            return lambda ids: np.asarray(self.last_lstm.predict(ids, verbose=0))
+        return lambda ids: np.asarray(self.gpt2.predict(ids, verbose=0)["logits"][:, -1, :])
+
+    def call_last(self, kind: str) -> PredictLast:
+        """The model called eagerly on the whole sequence (no ``predict`` machinery)."""
+        if kind == "lstm":
+            return lambda ids: np.asarray(self.last_lstm(ids, training=False))
+        return lambda ids: np.asarray(self.gpt2(ids, training=False).logits[:, -1, :])
+
+
+def last_position_lstm(lm: Any) -> Any:
+    """The notebook's shape of model: the LSTM's layers, the vocabulary head on the last step only.
+
+    It shares the weights of ``lm``; ``predict`` on it returns [batch, vocab] like the
+    notebook's ``Sequential(Embedding, LSTM, Dense)``.
+    """
+    import keras
+
+    ids = keras.Input(shape=(None,), dtype="int32")
+    x = lm.embedding(ids)
+    for rnn in lm.rnns:
+        x, _, _ = rnn(x)
+    return keras.Model(ids, lm.head(x[:, -1, :]))
+
+
+def export_all(models: Models, root: Path) -> dict[str, Any]:
+    """Export each serving module and load it back as a server does."""
+    import tensorflow as tf
+    from tweetgen_build.packaging import export_saved_model
+
+    loaded: dict[str, Any] = {}
+    for kind, module in models.serving.items():
+        directory = root / kind
+        shutil.rmtree(directory, ignore_errors=True)
+        export_saved_model(module, directory)
+        loaded[kind] = tf.saved_model.load(str(directory))
+    return loaded
+
+
+def served_call(loaded: Any, prompt: np.ndarray, seed: int) -> Callable[[], dict[str, Any]]:
+    import tensorflow as tf
+
+    signature = loaded.signatures["serving_default"]
+    ids = tf.constant(prompt)
+    arguments = {
+        "input_ids": ids,
+        "attention_mask": tf.ones_like(ids),
+        "max_new_tokens": tf.constant(NEW_TOKENS, tf.int32),
+        "temperature": tf.constant(TEMPERATURE, tf.float32),
+        "top_k": tf.constant(TOP_K, tf.int32),
+        "seed": tf.constant(seed, tf.int64),
+    }
+
+    def call() -> dict[str, Any]:
+        out = signature(**arguments)
+        return {key: value.numpy() for key, value in out.items()}
+
+    return call
+
+
+def measure_kind(
+    kind: str,
+    preset: str,
+    models: Models,
+    loaded: dict[str, Any],
+    prompts: np.ndarray,
+    seed: int,
+    reps: tuple[int, int],
+) -> tuple[list[Row], dict[str, Any]]:
+    """Both loops once per batch size, then every served module of this kind against them."""
+    in_graph_reps, loop_reps = reps
+    rows: list[Row] = []
+    details: dict[str, Any] = {}
+    for batch in BATCHES:
+        prompt = prompts[:batch]
+        rng = np.random.default_rng(seed)
+        loop = timed_runs(
+            partial(notebook_generate, models.predict_last(kind), prompt, rng),
+            repeats=loop_reps,
+            warmup=1,
+        )
+        eager = timed_runs(
+            partial(notebook_generate, models.call_last(kind), prompt, rng),
+            repeats=loop_reps,
+            warmup=1,
+        )
+        loop_ms, eager_ms = median(loop) * 1e3, median(eager) * 1e3
+        for name in SERVED[kind]:
+            call = served_call(loaded[name], prompt, seed)
+            first = time.perf_counter()
+            out = call()
+            first_ms = (time.perf_counter() - first) * 1e3
+            ours = timed_runs(call, repeats=in_graph_reps, warmup=2)
+            ours_ms = median(ours) * 1e3
+            log(
+                f"{LABELS[name]} {preset} batch {batch}: in-graph {ours_ms:,.1f} ms, notebook"
+                f" predict loop {loop_ms:,.0f} ms ({loop_ms / ours_ms:,.0f}x), eager-call loop"
+                f" {eager_ms:,.0f} ms"
+            )
+            figure = (
+                f"{LABELS[name]} {preset} ({models.parameters[kind]:,} params),"
+                f" batch {batch}, ms/request"
+            )
+            rows.append(
+                make_row(
+                    NAME,
+                    figure,
+                    ours_ms,
+                    "ms",
+                    loop_ms,
+                    "notebook: model.predict per token",
+                    higher_is_better=False,
+                    goal=GOAL,
+                )
+            )
+            rows.append(
+                make_row(
+                    NAME,
+                    figure + " (vs an eager-call loop)",
+                    ours_ms,
+                    "ms",
+                    eager_ms,
+                    "eager model call per token",
+                    higher_is_better=False,
+                )
+            )
+            details[f"{name}-{preset}-batch{batch}"] = {
+                "in_graph_ms": [x * 1e3 for x in ours],
+                "first_call_ms": first_ms,
+                "predict_loop_ms": [x * 1e3 for x in loop],
+                "eager_loop_ms": [x * 1e3 for x in eager],
+                "steps_run": int(out["generated_ids"].shape[1]),
+                "lengths": out["lengths"].tolist(),
+                "predict_ms_per_token": loop_ms / NEW_TOKENS,
+            }
+    return rows, details
+
+
+def measure_preset(
+    preset: str, vocab_size: int, eos_id: int, prompts: np.ndarray, seed: int, quick: bool
+) -> tuple[list[Row], dict[str, Any]]:
+    reps = (5, 2) if quick else (20, 3)
+    log(f"build untrained {preset}-preset models (vocab {vocab_size:,}) and export them")
+    models = Models(preset, vocab_size, eos_id, seed)
+    root = OUT_DIR / NAME / preset
+    loaded = export_all(models, root)
+    rows: list[Row] = []
+    details: dict[str, Any] = {"parameters": models.parameters}
+    try:
+        for kind in ("lstm", "gpt2"):
+            kind_rows, kind_details = measure_kind(
+                kind, preset, models, loaded, prompts, seed, reps
+            )
+            rows += kind_rows
+            details.update(kind_details)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return rows, details
+
+
+def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> BenchResult:
+    ensure_project_importable()
+    started = time.perf_counter()
+    presets = ["tiny"] if quick else ["tiny", "small"]
+    log(f"tokenizer (vocab {VOCAB_SIZE:,}) and prompts from {data / SAMPLE_20K}")
+    tokenizer, prompts, eos_id = load_prompts(data, seed)
+    rows: list[Row] = []
+    details: dict[str, Any] = {}
+    for preset in presets:
+        preset_rows, details[preset] = measure_preset(
+            preset, tokenizer.get_vocab_size(), eos_id, prompts, seed, quick
+        )
+        rows += preset_rows
+    notes: list[str] = []
+    for preset in presets:
+        for key, value in details[preset].items():
+            if not isinstance(value, dict) or "steps_run" not in value:
+                continue
+            if value["steps_run"] != NEW_TOKENS:
+                notes.append(f"{key}: ours ran {value['steps_run']} steps, not {NEW_TOKENS}")
+            if min(value["lengths"]) < NEW_TOKENS:
+                notes.append(f"{key}: some rows sampled end-of-text early: {value['lengths']}")
+            if key.startswith(PROTOTYPE):
+                notes.append(f"{key}: first call {value['first_call_ms']:,.0f} ms (XLA compiles)")
+    notes.append(
+        f"models: presets {', '.join(presets)}, random (untrained, seeded) weights; prompts of"
+        f" {PROMPT_TOKENS} tokens from held-out tweets; {NEW_TOKENS} new tokens, top-k {TOP_K},"
+        f" temperature {TEMPERATURE}; medians after warm-up"
+    )
+    notes.append(
+        "notebook loop: LSTM = the same layers with the head on the last step (the notebook's"
+        " Sequential shape), GPT-2 = TFGPT2LMHeadModel.predict (all positions, no cache)"
+    )
+    notes.append(
+        f"{LABELS[PROTOTYPE]}: the static-cache XLA decoding step of benchmarks/gpt2_fast.py"
+        " (a prototype, not the library's module); same tokens as the library's"
+    )
+    return BenchResult(
+        name=NAME,
+        title="In-graph generation vs the notebook's predict-per-token loop",
+        rows=rows,
+        notes=notes,
+        details=details,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = base_parser(__doc__.splitlines()[0] if __doc__ else NAME)
+    args = parser.parse_args(argv)
+    result = run(args.data, quick=args.quick, seed=args.seed)
+    finish(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
