@@ -309,7 +309,9 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
         metrics["epochs_trained"] = float(len(history["loss"]))
         metrics["train_seconds"] = train_seconds
         metrics["train_tokens_per_second"] = (
-            train_windows.size * len(history["loss"]) / train_seconds if train_seconds else 0.0
+            train_windows.shape[0] * length * len(history["loss"]) / train_seconds
+            if train_seconds
+            else 0.0
         )
         metadata = metadata.model_copy(update={"metrics": metrics})
         (stage / "metadata.json").write_text(
