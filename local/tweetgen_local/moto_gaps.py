@@ -74,6 +74,7 @@ _install_lock = threading.Lock()
 _endpoint_lock = threading.RLock()
 _saved: list[tuple[Any, str, Any]] = []
 _deployer: EndpointDeployer | None = None
+_listener: Callable[[str], None] | None = None
 _invoker: LambdaInvoker | None = None
 _DEFAULT_DEPLOY_DELAY = 0.2
 _deploy_delay = _DEFAULT_DEPLOY_DELAY
@@ -125,6 +126,7 @@ def uninstall() -> None:
             else:
                 setattr(owner, name, original)
         set_endpoint_deployer(None)
+        set_endpoint_listener(None)
         set_lambda_invoker(None)
         set_default_deploy_delay(_DEFAULT_DEPLOY_DELAY)
 
@@ -138,6 +140,16 @@ def set_endpoint_deployer(fn: EndpointDeployer | None) -> None:
     """Decide with ``fn`` whether an endpoint can serve a config; None: accept after a delay."""
     global _deployer
     _deployer = fn
+
+
+def set_endpoint_listener(fn: Callable[[str], None] | None) -> None:
+    """Call ``fn(endpoint_name)`` right after a deployment has switched (or failed) an endpoint.
+
+    A host that follows the control plane by polling would otherwise serve the previous config
+    until its next poll.
+    """
+    global _listener
+    _listener = fn
 
 
 def set_default_deploy_delay(seconds: float) -> None:
@@ -302,6 +314,12 @@ class _Deployment:
             if self.backend.endpoints.get(self.endpoint.endpoint_name) is not self.endpoint:
                 return
             self._finish(error)
+        listener = _listener
+        if listener is not None:
+            try:
+                listener(self.endpoint.endpoint_name)
+            except Exception:
+                LOG.exception("endpoint listener failed for %s", self.endpoint.endpoint_name)
 
     def _finish(self, error: str | None) -> None:
         endpoint = self.endpoint

@@ -252,6 +252,8 @@ class LocalStack:
         self.hosting.start()
         self._stops.append(self.hosting.close)
         moto_gaps.set_endpoint_deployer(lambda _endpoint, config: self.hosting.prepare(config))
+        # Switch the moment the control plane does, not at the next poll.
+        moto_gaps.set_endpoint_listener(lambda _endpoint: self.hosting.sync())
         runtime = RuntimeServer(self.hosting, opts.host, opts.runtime_port, region=opts.region)
         runtime.start()
         self._stops.append(runtime.close)

@@ -756,3 +756,26 @@ def run_through_server(client: dict[str, Any]) -> None:
     execution = finished(listed[0]["executionArn"], **client)
     assert execution["status"] == "SUCCEEDED", execution
     assert json.loads(execution["output"]) == {"variant": "gpt2"}
+
+
+def test_the_endpoint_listener_hears_each_finished_deployment(aws: None) -> None:
+    """A host that polls is told as soon as an endpoint has switched or failed."""
+    sm = boto3.client("sagemaker", region_name=REGION)
+    make_configs(sm, ("v1", {"lstm": 1.0}), ("v2", {"lstm": 1.0}))
+    heard: list[tuple[str, str, str]] = []
+    done = threading.Event()
+
+    def listener(name: str) -> None:
+        described = describe(sm, name)
+        heard.append((name, described["EndpointStatus"], described["EndpointConfigName"]))
+        done.set()
+
+    moto_gaps.set_default_deploy_delay(0.05)
+    moto_gaps.set_endpoint_listener(listener)
+    sm.create_endpoint(EndpointName="tweetgen", EndpointConfigName="v1")
+    assert done.wait(WAIT_S)
+    done.clear()
+    sm.update_endpoint(EndpointName="tweetgen", EndpointConfigName="v2")
+    assert done.wait(WAIT_S)
+    # Called after each switch, never before it.
+    assert heard == [("tweetgen", "InService", "v1"), ("tweetgen", "InService", "v2")]
