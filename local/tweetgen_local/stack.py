@@ -17,20 +17,16 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from tweetgen_local.functions import FAKE_CREDENTIALS
+
 DEFAULT_STATE_DIR = Path(".tweetgen/local")
 DEFAULT_REGION = "us-east-1"
 ENDPOINT_NAME = "tweetgen"
-VARIANTS = ("lstm", "gpt2")
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
 
 
 class AlreadyRunning(RuntimeError):
@@ -105,18 +101,6 @@ def read_endpoints(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any] | None
         return data
 
 
-def aws_environment(endpoints: dict[str, Any]) -> dict[str, str]:
-    """What a boto3 program needs to talk to the local stack instead of AWS."""
-    env = {
-        "AWS_ENDPOINT_URL": endpoints["aws"],
-        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoints["sagemaker_runtime"],
-        "AWS_DEFAULT_REGION": endpoints["region"],
-        "AWS_REGION": endpoints["region"],
-        **FAKE_CREDENTIALS,
-    }
-    return env
-
-
 class MotoService:
     """moto's server, in this process, with Step Functions' real ASL interpreter switched on."""
 
@@ -155,20 +139,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def fake_credentials() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in FAKE_CREDENTIALS}
-    os.environ.update(FAKE_CREDENTIALS)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def wait_for_signal(stop: threading.Event, on_stop: Callable[[], None]) -> None:
@@ -297,10 +267,10 @@ class LocalStack:
 
     def _start_functions(self, template: Any, ctx: Any, session: Any, aws_url: str) -> None:
         from tweetgen_local import moto_gaps
-        from tweetgen_local.functions import FunctionPool
+        from tweetgen_local.functions import FunctionPool, endpoint_environment
         from tweetgen_local.wiring import LocalWiring
 
-        self.pool = FunctionPool(template, ctx, extra_env=aws_environment({**self.endpoints}))
+        self.pool = FunctionPool(template, ctx, extra_env=endpoint_environment(self.endpoints))
         self._stops.append(self.pool.close)
 
         def invoke(function: str, payload: Any) -> Any:
