@@ -68,6 +68,7 @@ def _local_up(args: argparse.Namespace) -> int:
             aws_port=args.aws_port,
             runtime_port=args.runtime_port,
             api_port=args.api_port,
+            database_url=args.database_url,
         )
     )
 
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--aws-port", type=int, default=0, help="moto's port (default: a free one)")
     up.add_argument("--runtime-port", type=int, default=0)
     up.add_argument("--api-port", type=int, default=0)
+    up.add_argument(
+        "--database-url",
+        default=os.environ.get("TWEETGEN_DATABASE_URL"),
+        help="the functions' database, e.g. mysql+pymysql://root@127.0.0.1:3306/test "
+        "(default: $TWEETGEN_DATABASE_URL, else SQLite in the state dir)",
+    )
     up.set_defaults(handler=_local_up)
 
     from tweetgen_local.functions import INVOKE_SUMMARY, add_invoke_arguments, run_invoke

@@ -1018,8 +1018,13 @@ def run_invoke(args: argparse.Namespace) -> int:
         if env_overrides is not None and not isinstance(env_overrides, dict):
             raise InputError(f"--env-vars file {args.env_vars} must hold a JSON object")
         with (
-            _aws_for_invoke(template, ctx, endpoints) as extra_env,
-            FunctionPool(template, ctx, extra_env, env_overrides=env_overrides) as pool,
+            _aws_for_invoke(template, ctx, endpoints) as aws_env,
+            FunctionPool(
+                template,
+                ctx,
+                {**aws_env, "DATABASE_URL": _database_for_invoke(args.state_dir, endpoints)},
+                env_overrides=env_overrides,
+            ) as pool,
         ):
             result = pool.invoke(args.function, event)
     except TemplateError as exc:
@@ -1031,6 +1036,20 @@ def run_invoke(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(result.payload))
     return 0
+
+
+def _database_for_invoke(state_dir: Path, endpoints: Mapping[str, Any] | None) -> str:
+    """The running stack's database; else SQLite in the state dir, migrated as a deploy would."""
+    from tweetgen.adapters.database import Database
+
+    from tweetgen_local.stack import default_database_url, stack_database_url
+
+    if endpoints is not None:
+        return stack_database_url(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    url = default_database_url(state_dir)
+    Database.from_url(url).migrate()
+    return url
 
 
 @contextlib.contextmanager

@@ -167,6 +167,8 @@ class StackOptions:
     runtime_port: int = 0
     api_port: int = 0
     parameter_overrides: dict[str, Any] = field(default_factory=dict)
+    #: The functions' database; None: SQLite in the state dir.
+    database_url: str | None = None
 
 
 class LocalStack:
@@ -267,11 +269,20 @@ class LocalStack:
 
     def _start_functions(self, template: Any, ctx: Any, session: Any, aws_url: str) -> None:
         from tweetgen_local import moto_gaps
+        from tweetgen_local.custom_resources import run_custom_resources
         from tweetgen_local.functions import FunctionPool, endpoint_environment
         from tweetgen_local.wiring import LocalWiring
 
-        self.pool = FunctionPool(template, ctx, extra_env=endpoint_environment(self.endpoints))
+        database_url = self.options.database_url or default_database_url(self.state.path)
+        self.endpoints["database"] = _masked(database_url)
+        # For `tweetgen invoke` against this stack; the URL may hold a password.
+        url_file = self.state.path / DATABASE_URL_FILE
+        url_file.touch(mode=0o600)
+        url_file.write_text(database_url, encoding="utf-8")
+        environment = {**endpoint_environment(self.endpoints), "DATABASE_URL": database_url}
+        self.pool = FunctionPool(template, ctx, extra_env=environment)
         self._stops.append(self.pool.close)
+        run_custom_resources(template, ctx, self.pool, self.log)
 
         def invoke(function: str, payload: Any) -> Any:
             result = self.pool.invoke(function, payload)
@@ -307,6 +318,29 @@ class LocalStack:
                 step()
             except Exception as exc:  # keep stopping the rest
                 self.log(f"while stopping: {exc}")
+
+
+DATABASE_URL_FILE = "database.url"
+
+
+def default_database_url(state_dir: Path) -> str:
+    """SQLite in the state dir: the local stack's database unless one is named."""
+    return f"sqlite:///{(state_dir / 'tweetgen.db').resolve()}"
+
+
+def stack_database_url(state_dir: Path) -> str:
+    """The database of the stack that runs (or ran) on ``state_dir``."""
+    try:
+        return (state_dir / DATABASE_URL_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return default_database_url(state_dir)
+
+
+def _masked(url: str) -> str:
+    """The URL with any password hidden, for endpoints.json and logs."""
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def local_up(options: StackOptions, log: Callable[[str], None] = print) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from tweetgen.adapters.rollout_log import read_records
+from tweetgen.adapters.database import Database, Rollout
 from tweetgen_local.deploy import (
     DeployError,
     add_deploy_arguments,
@@ -72,11 +72,12 @@ def _exited(event: dict[str, Any]) -> str | None:
 class Rollouts:
     """Uploads to the local stack and the executions they start."""
 
-    def __init__(self, stack: LocalStack, log_path: Path) -> None:
+    def __init__(self, stack: LocalStack) -> None:
         endpoints = stack.endpoints
         session = boto3.session.Session(region_name=endpoints["region"])
         self.bucket = str(endpoints["artifact_bucket"])
-        self.log_path = log_path
+        # The stack's own database (SQLite in its state dir), where the Record step writes.
+        self.db = Database.from_url(f"sqlite:///{stack.options.state_dir / 'tweetgen.db'}")
         self.s3 = session.client("s3", endpoint_url=endpoints["aws"])
         self.sfn = session.client("stepfunctions", endpoint_url=endpoints["aws"])
         self.sagemaker = session.client("sagemaker", endpoint_url=endpoints["aws"])
@@ -146,8 +147,11 @@ class Rollouts:
         )
         return str(answer["InvokedProductionVariant"]), json.loads(answer["Body"].read())
 
-    def records(self, execution: str) -> list[dict[str, Any]]:
-        return [r for r in read_records(self.log_path) if r.get("execution_id") == execution]
+    def finished(self, execution: str) -> Rollout:
+        """The rollout as the Record step left it in the database."""
+        rollout = self.db.rollouts.get(execution)
+        assert rollout is not None, f"no rollout recorded for {execution}"
+        return rollout
 
 
 @pytest.fixture(scope="module")
@@ -155,18 +159,12 @@ def rollouts(
     tmp_path_factory: pytest.TempPathFactory, tiny_run: dict[str, Path]
 ) -> Iterator[Rollouts]:
     state = tmp_path_factory.mktemp("rollout-stack")
-    log_path = state / "rollouts.jsonl"
     stack = LocalStack(
-        StackOptions(
-            state_dir=state,
-            template=REPO_ROOT / "template.yaml",
-            parameter_overrides={"RolloutLogPath": str(log_path)},
-        ),
-        log=lambda _: None,
+        StackOptions(state_dir=state, template=REPO_ROOT / "template.yaml"), log=lambda _: None
     )
     stack.start()
     try:
-        yield Rollouts(stack, log_path)
+        yield Rollouts(stack)
     finally:
         stack.stop()
 
@@ -277,13 +275,11 @@ def test_each_variant_rolls_out_and_then_serves_that_version(
     for variant in ("lstm", "gpt2"):
         invoked, answer = rollouts.generate(variant)
         assert invoked == variant and isinstance(answer[0]["generated_text"], str)
-        records = rollouts.records(serving[variant].arn)
-        finished = next(r for r in records if r["record"] == "rollout_finished")
-        assert finished["status"] == "succeeded"
-        assert [s["name"] for s in finished["steps"]][:2] == ["ReadEvent", "Validate"]
-    versions = [r for r in read_records(rollouts.log_path) if r["record"] == "model_version"]
-    assert {(r["variant"], r["version"]) for r in versions} >= {("lstm", "v1"), ("gpt2", "v1")}
-    assert all(r["metrics"] for r in versions)
+        finished = rollouts.finished(serving[variant].arn)
+        assert finished.status == "succeeded"
+        assert [s["name"] for s in finished.steps or []][:2] == ["ReadEvent", "Validate"]
+        version = rollouts.db.model_versions.get(variant, "v1")
+        assert version is not None and version.offline_metrics
 
 
 def test_bad_artifacts_fail_at_validation_and_leave_the_endpoint_untouched(
@@ -340,8 +336,8 @@ def test_bad_artifacts_fail_at_validation_and_leave_the_endpoint_untouched(
         assert text in outcome.cause, (name, outcome.cause)
         assert "the endpoint was not changed" in outcome.cause
         assert "CreateModel" not in outcome.states, name
-        finished = next(r for r in rollouts.records(arn) if r["record"] == "rollout_finished")
-        assert finished["status"] == "failed" and text in finished["reason"], name
+        finished = rollouts.finished(arn)
+        assert finished.status == "failed" and text in (finished.reason or ""), name
     assert rollouts.endpoint() == (config_before, models_before)
 
 
@@ -368,8 +364,8 @@ def test_a_version_whose_inference_code_raises_is_rolled_back(
     assert rollouts.endpoint() == (config_before, models_before)
     invoked, answer = rollouts.generate("lstm")
     assert invoked == "lstm" and isinstance(answer[0]["generated_text"], str)
-    finished = next(r for r in rollouts.records(outcome.arn) if r["record"] == "rollout_finished")
-    assert finished["status"] == "rolled_back" and "SmokeTestFailed" in finished["reason"]
+    finished = rollouts.finished(outcome.arn)
+    assert finished.status == "rolled_back" and "SmokeTestFailed" in (finished.reason or "")
 
 
 def test_uploading_the_same_key_again_changes_nothing(

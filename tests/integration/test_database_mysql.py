@@ -4,15 +4,12 @@ The shared :class:`DatabaseContract` runs on a database created for this test se
 dropped at its end); MySQL-only behaviours follow: the migration lock, stale connections,
 credentials from Secrets Manager that rotate.
 
-``TWEETGEN_TEST_MYSQL_URL`` names a server and an account that may create databases and users
-(default ``mysql+pymysql://root@127.0.0.1:3306/test``). Without a reachable server the tests
-skip, except under ``CI=true``, where they fail.
+The server comes from ``tests/integration/conftest.py`` (``TWEETGEN_TEST_MYSQL_URL``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,59 +29,13 @@ from tweetgen.adapters.database import (
     create_engine,
     dispose_engines,
     migrate,
-    normalise_url,
 )
 from tweetgen.adapters.database.migrations import schema_lock_name
 
-from tests.unit.test_database import DatabaseContract, URLFactory, record_generation
+from tests.integration.conftest import ADMIN_URL, URLFactory
+from tests.unit.test_database import DatabaseContract, record_generation
 
 pytestmark = pytest.mark.mysql
-
-ADMIN_URL = normalise_url(
-    os.environ.get("TWEETGEN_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-)
-
-
-@pytest.fixture(scope="session")
-def mysql_admin() -> Iterator[Engine]:
-    engine = sqlalchemy.create_engine(
-        ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-    )
-    try:
-        with engine.connect():
-            pass
-    except OperationalError as error:
-        engine.dispose()
-        reason = (
-            f"no MySQL/MariaDB reachable at {ADMIN_URL!r} ({error.orig}); "
-            "start one or set TWEETGEN_TEST_MYSQL_URL"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}. CI=true: the MySQL tests must run")
-        pytest.skip(reason)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def mysql_databases(mysql_admin: Engine) -> Iterator[URLFactory]:
-    """Makes empty databases ``tweetgen_test_<random>_<n>``; drops them all at the end."""
-    prefix = f"tweetgen_test_{uuid.uuid4().hex[:8]}"
-    created: list[str] = []
-
-    def new() -> str:
-        name = f"{prefix}_{len(created)}"
-        with mysql_admin.connect() as connection:
-            # A latin1 default shows that the tables carry their own utf8mb4 character set.
-            connection.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET latin1")
-        created.append(name)
-        return ADMIN_URL.set(database=name).render_as_string(hide_password=False)
-
-    yield new
-    dispose_engines()
-    with mysql_admin.connect() as connection:
-        for name in created:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,23 @@ Clients are created once per process (a warm Lambda reuses them) and honour
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from tweetgen.domain.rollout import EndpointState, VariantState
+from tweetgen.services.serving import EndpointError, ServiceUnavailable, ServingVariant
 
-__all__ = ["InvocationFailed", "ModelAnswer", "SageMakerEndpoints", "SageMakerRuntime"]
+__all__ = [
+    "EndpointVariants",
+    "InvocationFailed",
+    "ModelAnswer",
+    "SageMakerEndpoints",
+    "SageMakerRuntime",
+    "ServingEndpoint",
+]
 
 
 def _error_code(exc: Exception) -> str:
@@ -114,7 +123,7 @@ class SageMakerEndpoints:
                 return
 
 
-class InvocationFailed(Exception):
+class InvocationFailed(EndpointError):
     """InvokeEndpoint did not return an answer from the model; the message says why."""
 
 
@@ -166,3 +175,99 @@ class SageMakerRuntime:
             content_type=str(answer.get("ContentType", "")),
             body=answer["Body"].read(),
         )
+
+
+class ServingEndpoint:
+    """The endpoint as the generate function invokes it: every failure is an EndpointError."""
+
+    def __init__(self, runtime: SageMakerRuntime, endpoint_name: str) -> None:
+        self._runtime = runtime
+        self.endpoint_name = endpoint_name
+
+    def invoke(self, variant: str, body: bytes) -> ModelAnswer:
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            return self._runtime.invoke(self.endpoint_name, variant, body)
+        except BotoCoreError as exc:
+            # Timeouts and connection errors: the endpoint did not answer.
+            raise EndpointError(f"the model endpoint did not answer: {exc}") from None
+
+
+class EndpointVariants:
+    """The endpoint's variants, their live weights and the model version each one serves.
+
+    ``DescribeEndpoint`` gives the weights in force (after any
+    ``UpdateEndpointWeightsAndCapacities``) and the endpoint config, whose variants name their
+    models; a model names its version in the container environment the rollout gives it
+    (``TWEETGEN_MODEL_VERSION``). Models never change, so their versions are kept for the
+    process's life; the weights are kept for ``ttl_s`` seconds.
+    """
+
+    VERSION_VARIABLE = "TWEETGEN_MODEL_VERSION"
+
+    def __init__(
+        self,
+        client: Any,
+        endpoint_name: str,
+        ttl_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self.endpoint_name = endpoint_name
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cached: tuple[float, list[ServingVariant]] | None = None
+        self._config_models: dict[str, dict[str, str]] = {}
+        self._model_versions: dict[str, str] = {}
+
+    def current(self) -> list[ServingVariant]:
+        now = self._clock()
+        if self._cached is not None and now - self._cached[0] < self._ttl_s:
+            return self._cached[1]
+        variants = self._describe()
+        self._cached = (now, variants)
+        return variants
+
+    def _describe(self) -> list[ServingVariant]:
+        try:
+            described = self._client.describe_endpoint(EndpointName=self.endpoint_name)
+        except Exception as exc:
+            if _error_code(exc) in ("ValidationException", "ValidationError"):
+                raise ServiceUnavailable(
+                    f"endpoint {self.endpoint_name!r} does not exist yet: roll out a model first"
+                ) from None
+            raise
+        models = self._models_of(str(described["EndpointConfigName"]))
+        variants = []
+        for summary in described.get("ProductionVariants") or []:
+            name = str(summary["VariantName"])
+            weight = summary.get("CurrentWeight")
+            model = models.get(name)
+            variants.append(
+                ServingVariant(
+                    name=name,
+                    weight=float(weight) if weight is not None else 0.0,
+                    model_version=self._version_of(model) if model else "unknown",
+                )
+            )
+        return variants
+
+    def _models_of(self, config_name: str) -> dict[str, str]:
+        if config_name not in self._config_models:
+            described = self._client.describe_endpoint_config(EndpointConfigName=config_name)
+            self._config_models[config_name] = {
+                str(v["VariantName"]): str(v["ModelName"])
+                for v in described.get("ProductionVariants") or []
+            }
+        return self._config_models[config_name]
+
+    def _version_of(self, model_name: str) -> str:
+        if model_name not in self._model_versions:
+            described = self._client.describe_model(ModelName=model_name)
+            environment = (described.get("PrimaryContainer") or {}).get("Environment") or {}
+            # A model created by hand names no version: its name is the best there is.
+            self._model_versions[model_name] = str(
+                environment.get(self.VERSION_VARIABLE) or model_name
+            )
+        return self._model_versions[model_name]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SECRET_MAX_AGE_S", "DatabaseSecret", "read_database_secret"]
+__all__ = ["SECRET_MAX_AGE_S", "DatabaseSecret", "read_database_secret", "read_signing_key"]
 
 # Rotations reach new connections within this time; a denied login refetches at once.
 SECRET_MAX_AGE_S = 300
@@ -58,3 +58,19 @@ def read_database_secret(
     if not isinstance(value, Mapping):
         raise ValueError(f"database secret {secret_id} is not a JSON object")
     return DatabaseSecret.from_mapping(value, secret_id)
+
+
+def read_signing_key(secret_id: str, *, max_age_s: int = SECRET_MAX_AGE_S) -> bytes:
+    """The key that signs generation ids: the secret's string (a generated password)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(secret_id, max_age=max_age_s)
+    if isinstance(value, bytes):
+        key = value
+    elif isinstance(value, str):
+        key = value.encode("utf-8")
+    else:
+        raise ValueError(f"secret {secret_id} is not a string")
+    if len(key) < 16:
+        raise ValueError(f"secret {secret_id} is shorter than 16 bytes: too weak to sign ids")
+    return key

@@ -39,6 +39,7 @@ from .repositories import (
     RolloutNotFoundError,
     RolloutRepository,
     RolloutStatus,
+    VariantTotals,
 )
 from .rollout_recorder import DatabaseRolloutRecorder
 
@@ -57,6 +58,7 @@ __all__ = [
     "Rollout",
     "RolloutNotFoundError",
     "RolloutStatus",
+    "VariantTotals",
     "applied_versions",
     "create_engine",
     "dispose_engines",

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar, cast, get_args
 
-from sqlalchemy import Connection, Engine, Row, Table, select, update
+from sqlalchemy import Connection, Engine, Row, Table, case, func, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.sql.dml import Insert
+
+from tweetgen.domain.serving import POSITIVE_REWARD
 
 from . import schema
 from .engine import SQLITE_BEGIN_OPTION, is_mysql
@@ -37,6 +39,7 @@ __all__ = [
     "RolloutNotFoundError",
     "RolloutRepository",
     "RolloutStatus",
+    "VariantTotals",
 ]
 
 # "unchanged": the upload was a version already serving, so the rollout had nothing to do.
@@ -115,6 +118,16 @@ class Decision:
     reason: str
     applied: bool
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VariantTotals:
+    """A variant's generations and the feedback on them, all time."""
+
+    served: int = 0
+    feedback: int = 0
+    positive: int = 0
+    reward_sum: float = 0.0
 
 
 class RolloutNotFoundError(LookupError):
@@ -204,6 +217,31 @@ class _Repository:
                 )
             ).scalar_one()
             return bool(deliveries == 1)
+
+    def _record_deliveries(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Insert many event rows in one transaction, each once; returns the ids that were new.
+
+        Redelivered rows only bump ``deliveries``. Two recorders racing on the same id still
+        leave one row; only which of them reports it as new is undecided.
+        """
+        if not rows:
+            return set()
+        ids = [str(row["id"]) for row in rows]
+        bump = {"deliveries": table.c.deliveries + 1}
+        with self._write() as connection:
+            existing = set(
+                connection.execute(select(table.c.id).where(table.c.id.in_(ids))).scalars()
+            )
+            values = [{**row, "deliveries": 1} for row in rows]
+            if self._mysql:
+                statement = mysql.insert(table).values(values)
+                connection.execute(statement.on_duplicate_key_update(bump))
+            else:
+                statement_ = sqlite.insert(table).values(values)
+                connection.execute(
+                    statement_.on_conflict_do_update(index_elements=["id"], set_=bump)
+                )
+        return set(ids) - existing
 
 
 class ModelVersionRepository(_Repository):
@@ -363,23 +401,85 @@ class GenerationRepository(_Repository):
         """Store a generation; True when new, False for a redelivery (nothing else changes)."""
         return self._record_delivery(
             schema.generations,
-            {
-                "id": generation_id,
-                "user_id": user_id,
-                "variant": variant,
-                "model_version": model_version,
-                "prompt": prompt,
-                "text": text,
-                "parameters": dict(parameters),
-                "latency_ms": float(latency_ms),
-                "created_at": created_at,
-                "recorded_at": _now(),
-            },
+            _generation_row(
+                generation_id=generation_id,
+                user_id=user_id,
+                variant=variant,
+                model_version=model_version,
+                prompt=prompt,
+                text=text,
+                parameters=parameters,
+                latency_ms=latency_ms,
+                created_at=created_at,
+            ),
         )
+
+    def record_many(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Store many generations (``record``'s keyword arguments each) in one transaction;
+        returns the ids that were new."""
+        return self._record_deliveries(schema.generations, [_generation_row(**row) for row in rows])
 
     def get(self, generation_id: str) -> Generation | None:
         row = self._read_one(schema.generations, schema.generations.c.id == generation_id)
         return _record(Generation, row) if row is not None else None
+
+    def variant_totals(self) -> dict[str, VariantTotals]:
+        """Per variant: generations served, and the feedback of those generations.
+
+        Feedback whose generation has not arrived yet is not counted until it does.
+        """
+        generations, feedback = schema.generations, schema.feedback
+        served = select(generations.c.variant, func.count()).group_by(generations.c.variant)
+        rewarded = (
+            select(
+                generations.c.variant,
+                func.count(feedback.c.id),
+                func.sum(case((feedback.c.reward >= POSITIVE_REWARD, 1), else_=0)),
+                func.sum(feedback.c.reward),
+            )
+            .select_from(feedback.join(generations, generations.c.id == feedback.c.generation_id))
+            .group_by(generations.c.variant)
+        )
+        with self._engine.connect() as connection:
+            totals = {
+                str(variant): VariantTotals(served=int(count))
+                for variant, count in connection.execute(served)
+            }
+            for variant, count, positive, reward_sum in connection.execute(rewarded):
+                current = totals.get(str(variant), VariantTotals())
+                totals[str(variant)] = VariantTotals(
+                    served=current.served,
+                    feedback=int(count),
+                    positive=int(positive or 0),
+                    reward_sum=float(reward_sum or 0.0),
+                )
+        return totals
+
+
+def _generation_row(
+    *,
+    generation_id: str,
+    user_id: str,
+    variant: str,
+    model_version: str,
+    prompt: str,
+    text: str,
+    parameters: Mapping[str, Any],
+    latency_ms: float,
+    created_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "id": generation_id,
+        "user_id": user_id,
+        "variant": variant,
+        "model_version": model_version,
+        "prompt": prompt,
+        "text": text,
+        "parameters": dict(parameters),
+        "latency_ms": float(latency_ms),
+        "created_at": created_at,
+        "recorded_at": _now(),
+    }
 
 
 class FeedbackRepository(_Repository):
@@ -396,23 +496,22 @@ class FeedbackRepository(_Repository):
         created_at: datetime | None = None,
     ) -> bool:
         """Store feedback; True when new, False for a redelivery (the first one stands)."""
-        if not (math.isfinite(reward) and 0.0 <= reward <= 1.0):
-            raise ValueError(
-                f"reward must be a normalised value in [0, 1] (like 1, dislike 0, "
-                f"rating r as (r - 1) / 4), got {reward!r}"
-            )
         return self._record_delivery(
             schema.feedback,
-            {
-                "id": feedback_id,
-                "generation_id": generation_id,
-                "user_id": user_id,
-                "reward": float(reward),
-                "raw_value": raw_value,
-                "created_at": created_at or _now(),
-                "recorded_at": _now(),
-            },
+            _feedback_row(
+                feedback_id=feedback_id,
+                generation_id=generation_id,
+                reward=reward,
+                raw_value=raw_value,
+                user_id=user_id,
+                created_at=created_at,
+            ),
         )
+
+    def record_many(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Store many feedback rows (``record``'s keyword arguments each) in one transaction;
+        returns the ids that were new."""
+        return self._record_deliveries(schema.feedback, [_feedback_row(**row) for row in rows])
 
     def get(self, feedback_id: str) -> Feedback | None:
         row = self._read_one(schema.feedback, schema.feedback.c.id == feedback_id)
@@ -430,6 +529,31 @@ class FeedbackRepository(_Repository):
         )
         with self._engine.connect() as connection:
             return [_record(Feedback, row) for row in connection.execute(query)]
+
+
+def _feedback_row(
+    *,
+    feedback_id: str,
+    generation_id: str,
+    reward: float,
+    raw_value: str,
+    user_id: str | None = None,
+    created_at: datetime | None = None,
+) -> dict[str, Any]:
+    if not (math.isfinite(reward) and 0.0 <= reward <= 1.0):
+        raise ValueError(
+            f"reward must be a normalised value in [0, 1] (like 1, dislike 0, "
+            f"rating r as (r - 1) / 4), got {reward!r}"
+        )
+    return {
+        "id": feedback_id,
+        "generation_id": generation_id,
+        "user_id": user_id,
+        "reward": float(reward),
+        "raw_value": raw_value,
+        "created_at": created_at or _now(),
+        "recorded_at": _now(),
+    }
 
 
 class DecisionRepository(_Repository):

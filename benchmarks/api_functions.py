@@ -1,0 +1,293 @@
+"""The serving functions' cold-start imports, deployment packages and recorder throughput.
+
+- Import time of every Lambda handler module in a fresh process (what a cold start pays before
+  the first event), against the 250 ms budget, and which heavy libraries it pulls in (no
+  TensorFlow or numpy may reach an API function). The baseline is the floor every handler
+  shares: importing Powertools' Logger, Tracer and Metrics alone.
+- Each function's deployment package: its code folder plus the common layer and the layer's
+  pinned requirements, as ``sam build`` would zip them (sizes of the installed files).
+- Recorder throughput into MariaDB (events/s) at batch sizes 10 and 100: the recorder's batch
+  write (one transaction per batch) against writing the same events one transaction each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    DEFAULT_DATA,
+    REPO_ROOT,
+    BenchResult,
+    Row,
+    base_parser,
+    finish,
+    make_row,
+    median,
+    progress,
+)
+
+NAME = "api_functions"
+BUDGET_MS = 250.0
+HEAVY = ("tensorflow", "numpy", "transformers", "tf_keras", "keras")
+MYSQL_URL = os.environ.get("TWEETGEN_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+# Imports the handler module the way the Lambda runtime does and reports what it cost.
+_PROBE = r"""
+import importlib, json, os, sys, time
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+started = time.perf_counter()
+if sys.argv[3] == "-":
+    from aws_lambda_powertools import Logger, Metrics, Tracer
+    Logger(); Tracer(); Metrics()
+else:
+    importlib.import_module(sys.argv[3])
+elapsed = time.perf_counter() - started
+print(json.dumps({"ms": elapsed * 1000, "modules": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def _function_dirs() -> list[Path]:
+    return sorted(p.parent for p in (REPO_ROOT / "functions").glob("*/app.py"))
+
+
+def _environment() -> dict[str, str]:
+    return {
+        **os.environ,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "tweetgen",
+        "EVENTS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/events",
+        "ENDPOINT_NAME": "tweetgen",
+        "VARIANTS": "lstm,gpt2",
+    }
+
+
+def import_ms(code_dir: Path | None, repeats: int) -> tuple[float, list[str]]:
+    """Median import time of ``app`` from ``code_dir`` (None: Powertools alone) in fresh processes."""
+    times, modules = [], []
+    for _ in range(repeats):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _PROBE,
+                str(code_dir or REPO_ROOT),
+                str(REPO_ROOT / "layers" / "common"),
+                "app" if code_dir else "-",
+            ],
+            capture_output=True,
+            text=True,
+            env=_environment(),
+            check=True,
+        )
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+        times.append(float(answer["ms"]))
+        modules = list(answer["modules"])
+    return median(times), [m for m in HEAVY if m in modules]
+
+
+def _installed_size(distribution: str) -> int:
+    from importlib.metadata import distribution as find
+
+    dist = find(distribution)
+    total = 0
+    for file in dist.files or []:
+        path = Path(str(dist.locate_file(file)))
+        if path.is_file() and "__pycache__" not in path.parts:
+            total += path.stat().st_size
+    return total
+
+
+def _requirements(path: Path) -> list[str]:
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            names.append(line.split("==")[0].split("[")[0])
+    return names
+
+
+def _dependencies(names: list[str]) -> set[str]:
+    """The distributions ``names`` need, transitively (boto3 excluded: the runtime has it)."""
+    from importlib.metadata import PackageNotFoundError, requires
+    from re import split
+
+    seen: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop().lower().replace("_", "-")
+        if name in seen or name in ("boto3", "botocore", "s3transfer", "jmespath"):
+            continue
+        seen.add(name)
+        try:
+            needs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        for requirement in needs:
+            if "extra ==" in requirement and "tracer" not in requirement:
+                continue
+            pending.append(split(r"[ ;<>=!~\[(]", requirement, maxsplit=1)[0])
+    return seen
+
+
+def package_mb(code_dir: Path) -> float:
+    """Code + layer + their requirements' installed files (uncompressed), in MB."""
+    code = sum(p.stat().st_size for p in code_dir.rglob("*") if p.is_file())
+    layer_dir = REPO_ROOT / "layers" / "common"
+    layer = sum(
+        p.stat().st_size
+        for p in (layer_dir / "tweetgen").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    names = _requirements(code_dir / "requirements.txt") + _requirements(
+        layer_dir / "requirements.txt"
+    )
+    libraries = sum(_installed_size(name) for name in sorted(_dependencies(names)))
+    return (code + layer + libraries) / 1e6
+
+
+def _events(count: int) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    events: list[dict[str, Any]] = []
+    for i in range(count):
+        generation_id = uuid.uuid4().hex
+        events.append(
+            {
+                "type": "generation",
+                "generation_id": generation_id,
+                "user_id": f"user-{i}",
+                "variant": "lstm" if i % 2 else "gpt2",
+                "model_version": "v1",
+                "prompt": "good morning",
+                "text": "to everyone who is up early",
+                "parameters": {"max_new_tokens": 16},
+                "latency_ms": 40.0,
+                "created_at": now.isoformat(),
+            }
+        )
+        events.append(
+            {
+                "type": "feedback",
+                "feedback_id": uuid.uuid4().hex,
+                "generation_id": generation_id,
+                "reward": 1.0,
+                "raw_value": "like",
+                "created_at": now.isoformat(),
+            }
+        )
+    return events
+
+
+def recorder_throughput(batch: int, total: int) -> tuple[float, float]:
+    """Events/s into a fresh MariaDB database: batch writes, and one transaction per event."""
+    import sqlalchemy
+    from tweetgen.adapters.database import Database, dispose_engines, normalise_url
+    from tweetgen.services.serving import parse_event, record_event, record_events
+
+    admin_url = normalise_url(MYSQL_URL)
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"tweetgen_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE `{name}`")
+    try:
+        db = Database.from_url(admin_url.set(database=name))
+        db.migrate()
+        events = [parse_event(json.dumps(e)) for e in _events(total // 2)]
+        started = time.perf_counter()
+        for start in range(0, len(events) // 2, batch):
+            record_events(events[start : start + batch], db.generations, db.feedback)
+        batched = (len(events) // 2) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for event in events[len(events) // 2 :]:
+            record_event(event, db.generations, db.feedback)
+        single = (len(events) - len(events) // 2) / (time.perf_counter() - started)
+        return batched, single
+    finally:
+        dispose_engines()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.dispose()
+
+
+def run(quick: bool = False, data: Path = DEFAULT_DATA, seed: int = 7) -> BenchResult:
+    started = time.perf_counter()
+    repeats = 3 if quick else 7
+    rows: list[Row] = []
+    notes: list[str] = []
+    details: dict[str, Any] = {}
+    floor, _ = import_ms(None, repeats)
+    details["powertools_ms"] = floor
+    for code_dir in _function_dirs():
+        progress(NAME, f"importing {code_dir.name}")
+        ms, heavy = import_ms(code_dir, repeats)
+        details[f"{code_dir.name}_import_ms"] = ms
+        details[f"{code_dir.name}_heavy"] = heavy
+        rows.append(
+            make_row(
+                NAME,
+                f"{code_dir.name}: handler import, fresh process (budget {BUDGET_MS:.0f} ms)",
+                ms,
+                "ms",
+                floor,
+                "Powertools Logger+Tracer+Metrics alone",
+                higher_is_better=False,
+            )
+        )
+        if ms > BUDGET_MS:
+            notes.append(
+                f"{code_dir.name} imports in {ms:.0f} ms: over the {BUDGET_MS:.0f} ms budget"
+            )
+        if heavy:
+            notes.append(f"{code_dir.name} imports {', '.join(heavy)}")
+        details[f"{code_dir.name}_package_mb"] = package_mb(code_dir)
+    notes.append(
+        "deployment packages (code + common layer + pinned requirements, uncompressed MB): "
+        + ", ".join(f"{d.name} {details[f'{d.name}_package_mb']:.1f}" for d in _function_dirs())
+    )
+    total = 2000 if quick else 10000
+    for batch in (10, 100):
+        progress(NAME, f"recorder into MariaDB, batch {batch}")
+        try:
+            batched, single = recorder_throughput(batch, total)
+        except Exception as exc:  # no MariaDB here: say so rather than fail the whole report
+            notes.append(f"recorder throughput not measured: {type(exc).__name__}: {exc}")
+            break
+        rows.append(
+            make_row(
+                NAME,
+                f"recorder into MariaDB, batch {batch}, events/s",
+                batched,
+                "events/s",
+                single,
+                "one transaction per event",
+                higher_is_better=True,
+            )
+        )
+    return {
+        "name": NAME,
+        "title": "Serving functions: cold-start imports, packages, recorder throughput",
+        "rows": rows,
+        "notes": notes,
+        "details": details,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = base_parser(__doc__.splitlines()[0] if __doc__ else NAME)
+    args = parser.parse_args(argv)
+    finish(run(args.quick, args.data, args.seed), args.json)
+
+
+if __name__ == "__main__":
+    main()

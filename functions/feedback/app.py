@@ -1,0 +1,59 @@
+"""``POST /generations/{generation_id}/feedback``: like/dislike or a 1-5 rating, queued (202).
+
+The generation id's signature is checked here, so feedback for an id this service never
+issued is refused (404) without asking the database; accepted feedback only needs the queue,
+so nothing is lost while the database is paused or down. An ``Idempotency-Key`` header makes
+a retried post count once.
+"""
+
+# No "from __future__ import annotations": the resolver reads the routes' annotations
+# through the tracer's wrapper, which cannot resolve postponed (string) annotations. Routes
+# carry no return annotation: the resolver would validate their answers against it.
+
+import functools
+import os
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen.adapters.api import as_json_request, json_response, new_resolver
+from tweetgen.adapters.secrets import read_signing_key
+from tweetgen.adapters.sqs import SqsEventQueue
+from tweetgen.domain.serving import POSITIVE_REWARD, FeedbackRequest, GenerationIds
+from tweetgen.services.serving import FeedbackService
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = new_resolver()
+
+
+@functools.cache
+def service() -> FeedbackService:
+    return FeedbackService(
+        queue=SqsEventQueue.from_environment(),
+        ids=GenerationIds(read_signing_key(os.environ["GENERATION_ID_SECRET_ARN"])),
+    )
+
+
+@app.post("/generations/<generation_id>/feedback")
+@tracer.capture_method
+def feedback(generation_id: str, request: Annotated[FeedbackRequest, Body()]):
+    key = app.current_event.get_header_value("Idempotency-Key")
+    accepted = service().submit(generation_id, request, idempotency_key=key)
+    metrics.add_dimension(name="variant", value=accepted.variant)
+    metrics.add_metric(name="FeedbackAccepted", unit=MetricUnit.Count, value=1)
+    if accepted.reward >= POSITIVE_REWARD:
+        metrics.add_metric(name="PositiveFeedback", unit=MetricUnit.Count, value=1)
+    logger.info("feedback queued", extra=accepted.as_dict())
+    return json_response(202, accepted.as_dict())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(as_json_request(event), context)

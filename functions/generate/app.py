@@ -1,0 +1,79 @@
+"""``POST /generations``: a tweet from the variant this user is assigned to.
+
+Sticky assignment on the endpoint's current weights, ``InvokeEndpoint`` with
+``TargetVariant``, then the generation is queued for the recorder. Endpoint failures answer
+502 and nothing is recorded as served.
+"""
+
+# No "from __future__ import annotations": the resolver reads the routes' annotations
+# through the tracer's wrapper, which cannot resolve postponed (string) annotations. Routes
+# carry no return annotation: the resolver would validate their answers against it.
+
+import functools
+import os
+from typing import Annotated, Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen.adapters.api import as_json_request, json_response, new_resolver
+from tweetgen.adapters.sagemaker import EndpointVariants, SageMakerRuntime, ServingEndpoint
+from tweetgen.adapters.secrets import read_signing_key
+from tweetgen.adapters.sqs import SqsEventQueue
+from tweetgen.domain.serving import GenerateRequest, GenerationIds, ServingLimits
+from tweetgen.services.serving import EndpointError, GenerationService
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = new_resolver()
+
+ENDPOINT_NAME = os.environ.get("ENDPOINT_NAME", "tweetgen")
+LIMITS = ServingLimits.from_environment(os.environ)
+
+
+@functools.cache
+def service() -> GenerationService:
+    """Built on first use, so a missing secret is an answered 5xx, not a failed cold start."""
+    return GenerationService(
+        endpoint=ServingEndpoint(SageMakerRuntime.from_environment(), ENDPOINT_NAME),
+        variants=EndpointVariants(
+            boto3.client("sagemaker"),
+            ENDPOINT_NAME,
+            ttl_s=float(os.environ.get("VARIANTS_CACHE_SECONDS", "10")),
+        ),
+        queue=SqsEventQueue.from_environment(),
+        ids=GenerationIds(read_signing_key(os.environ["GENERATION_ID_SECRET_ARN"])),
+        limits=LIMITS,
+        assignment_salt=ENDPOINT_NAME,
+    )
+
+
+@app.post("/generations")
+@tracer.capture_method
+def generate(request: Annotated[GenerateRequest, Body()]):
+    try:
+        served = service().generate(request)
+    except EndpointError as exc:
+        metrics.add_metric(name="GenerationErrors", unit=MetricUnit.Count, value=1)
+        logger.warning("the endpoint failed", extra={"reason": exc.reason})
+        raise
+    metrics.add_dimension(name="variant", value=served.variant)
+    metrics.add_metric(name="Generations", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=served.latency_ms)
+    logger.info(
+        "generated",
+        extra={"variant": served.variant, "generation_id": served.generation_id},
+    )
+    return json_response(201, served.as_dict())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Every field has a default: a POST without a body asks for a tweet from scratch.
+    return app.resolve(as_json_request(event, empty_body="{}"), context)

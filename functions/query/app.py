@@ -1,0 +1,81 @@
+"""``GET /generations/{generation_id}`` and ``GET /experiment``: what the database holds.
+
+A generation is readable once the recorder has stored it (usually within a second or two of
+``POST /generations``); the experiment's figures count feedback whose generation is stored.
+"""
+
+# No "from __future__ import annotations": the resolver reads the routes' annotations
+# through the tracer's wrapper, which cannot resolve postponed (string) annotations. Routes
+# carry no return annotation: the resolver would validate their answers against it.
+
+import functools
+import os
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen.adapters.api import json_response, new_resolver
+from tweetgen.adapters.database import Database
+from tweetgen.adapters.sagemaker import EndpointVariants
+from tweetgen.services.serving import ServiceUnavailable, UnknownGeneration, experiment_figures
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = new_resolver()
+
+ENDPOINT_NAME = os.environ.get("ENDPOINT_NAME", "tweetgen")
+
+
+@functools.cache
+def database() -> Database:
+    return Database.from_environment()
+
+
+@functools.cache
+def variants() -> EndpointVariants:
+    ttl_s = float(os.environ.get("VARIANTS_CACHE_SECONDS", "10"))
+    return EndpointVariants(boto3.client("sagemaker"), ENDPOINT_NAME, ttl_s=ttl_s)
+
+
+@app.get("/generations/<generation_id>")
+@tracer.capture_method
+def get_generation(generation_id: str):
+    generation = database().generations.get(generation_id)
+    if generation is None:
+        raise UnknownGeneration(
+            f"no generation {generation_id!r} is recorded (a new one takes a few seconds)"
+        )
+    return json_response(
+        200,
+        {
+            "generation_id": generation.id,
+            "text": generation.text,
+            "prompt": generation.prompt,
+            "variant": generation.variant,
+            "model_version": generation.model_version,
+            "parameters": generation.parameters,
+            "latency_ms": generation.latency_ms,
+            "created_at": generation.created_at.isoformat(),
+        },
+    )
+
+
+@app.get("/experiment")
+@tracer.capture_method
+def get_experiment():
+    try:
+        in_service = variants().current()
+    except ServiceUnavailable:
+        in_service = []  # no endpoint yet: the figures so far, nothing in service
+    figures = experiment_figures(in_service, database().generations.variant_totals())
+    return json_response(200, {"endpoint_name": ENDPOINT_NAME, **figures})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

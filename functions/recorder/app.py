@@ -1,0 +1,77 @@
+"""The recorder: SQS batches of generation and feedback events → the database, exactly once.
+
+The whole batch is written in one transaction per kind (idempotent inserts: a redelivered
+message finds its row and only bumps its delivery count). When that fails, each message is
+tried on its own through Powertools' batch utility, so one bad message is reported as a
+partial batch failure (and reaches the dead-letter queue after the queue's maxReceiveCount)
+while the others are stored. With the database unreachable every message fails and stays
+on the queue for the next try.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen.adapters.database import Database
+from tweetgen.services.serving import MalformedEvent, parse_event, record_event, record_events
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@functools.cache
+def database() -> Database:
+    return Database.from_environment()
+
+
+def record_one(record: SQSRecord) -> bool:
+    """The fallback: one message, one transaction."""
+    db = database()
+    return record_event(parse_event(record.body), db.generations, db.feedback)
+
+
+def record_all(records: list[dict[str, Any]]) -> int | None:
+    """The fast path: every message in one go; None when it cannot (then each is tried)."""
+    try:
+        events = [parse_event(r["body"]) for r in records]
+    except MalformedEvent as exc:
+        logger.warning("a malformed message in the batch", extra={"reason": str(exc)})
+        return None
+    db = database()
+    try:
+        return len(record_events(events, db.generations, db.feedback))
+    except Exception:
+        logger.exception("writing the batch at once failed; trying each message")
+        return None
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    records = event.get("Records") or []
+    new = record_all(records)
+    if new is not None:
+        metrics.add_metric(name="EventsRecorded", unit=MetricUnit.Count, value=new)
+        metrics.add_metric(
+            name="EventsRedelivered", unit=MetricUnit.Count, value=len(records) - new
+        )
+        return {"batchItemFailures": []}
+    response = process_partial_response(
+        event=event, record_handler=record_one, processor=processor, context=context
+    )
+    failed = len(response.get("batchItemFailures") or [])
+    metrics.add_metric(name="EventsFailed", unit=MetricUnit.Count, value=failed)
+    return dict(response)

@@ -1,0 +1,399 @@
+"""Use cases of the serving API: generate, take feedback, record events, read them back.
+
+The handlers only parse and shape; everything a request means happens here, against ports
+(the endpoint, the variants in service, the queue, the database) that adapters implement.
+Errors carry the HTTP status they stand for, so every front door (REST, GraphQL, the local
+stack) answers the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import TypeAdapter, ValidationError
+
+from tweetgen.domain.serving import (
+    AssignmentError,
+    FeedbackEvent,
+    FeedbackRequest,
+    GenerateRequest,
+    GenerationEvent,
+    GenerationIds,
+    ServingLimits,
+    assign_variant,
+    new_user_id,
+    normalise_reward,
+)
+
+__all__ = [
+    "EndpointError",
+    "FeedbackAccepted",
+    "FeedbackService",
+    "GenerationService",
+    "MalformedEvent",
+    "QueueError",
+    "QueueEvent",
+    "RequestRejected",
+    "Served",
+    "ServiceError",
+    "ServiceUnavailable",
+    "ServingVariant",
+    "UnknownGeneration",
+    "event_fields",
+    "experiment_figures",
+    "parse_event",
+    "record_event",
+    "record_events",
+]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ServiceError(Exception):
+    """A request that cannot be served; ``status`` is the HTTP status it stands for."""
+
+    status = 500
+
+    def __init__(self, reason: str, details: Sequence[str] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = list(details)
+
+
+class RequestRejected(ServiceError):
+    status = 422
+
+
+class UnknownGeneration(ServiceError):
+    status = 404
+
+
+class EndpointError(ServiceError):
+    """The model endpoint failed or answered something that is not a generation."""
+
+    status = 502
+
+
+class ServiceUnavailable(ServiceError):
+    """Nothing can serve right now (no variant in service); the client may retry."""
+
+    status = 503
+
+
+class QueueError(ServiceUnavailable):
+    """The event could not be queued: the request is refused rather than lost."""
+
+
+class MalformedEvent(ValueError):
+    """A queued message that is not an event of this service."""
+
+
+# --------------------------------------------------------------------------- ports
+
+
+@dataclass(frozen=True)
+class ServingVariant:
+    """A production variant as the generate function sees it."""
+
+    name: str
+    weight: float
+    model_version: str
+
+
+class VariantsSource(Protocol):
+    def current(self) -> list[ServingVariant]:
+        """The endpoint's variants with their current weights (cached by the adapter)."""
+        ...
+
+
+class ModelAnswer(Protocol):
+    @property
+    def invoked_variant(self) -> str: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
+class ModelEndpoint(Protocol):
+    def invoke(self, variant: str, body: bytes) -> ModelAnswer:
+        """Invoke ``variant``; raises :class:`EndpointError` when the endpoint fails."""
+        ...
+
+
+class EventQueue(Protocol):
+    def send(self, events: Sequence[GenerationEvent | FeedbackEvent]) -> None:
+        """Queue the events durably; raises :class:`QueueError` when they were not queued."""
+        ...
+
+
+# --------------------------------------------------------------------------- generate
+
+
+@dataclass(frozen=True)
+class Served:
+    """``POST /generations`` answered."""
+
+    generation_id: str
+    text: str
+    variant: str
+    model_version: str
+    latency_ms: float
+    user_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generation_id": self.generation_id,
+            "text": self.text,
+            "variant": self.variant,
+            "model_version": self.model_version,
+            "latency_ms": round(self.latency_ms, 3),
+            "user_id": self.user_id,
+        }
+
+
+def _generated_text(body: bytes) -> str:
+    """The one continuation in an artifact's answer (the Hugging Face text-generation shape)."""
+    try:
+        answer = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise EndpointError("the model answered with something that is not JSON") from None
+    if (
+        not isinstance(answer, list)
+        or len(answer) != 1
+        or not isinstance(answer[0], dict)
+        or not isinstance(answer[0].get("generated_text"), str)
+    ):
+        raise EndpointError(
+            'the model answered without one [{"generated_text": ...}] entry for the prompt'
+        )
+    return str(answer[0]["generated_text"])
+
+
+@dataclass
+class GenerationService:
+    """Assign the user a variant, invoke it, queue the generation for the recorder."""
+
+    endpoint: ModelEndpoint
+    variants: VariantsSource
+    queue: EventQueue
+    ids: GenerationIds
+    limits: ServingLimits = field(default_factory=ServingLimits)
+    #: Salts the assignment hash, so two experiments do not split users the same way.
+    assignment_salt: str = ""
+    clock: Callable[[], float] = time.perf_counter
+
+    def generate(self, request: GenerateRequest) -> Served:
+        problems = self.limits.check(request)
+        if problems:
+            raise RequestRejected("the request exceeds this service's limits", problems)
+        user_id = request.user_id or new_user_id()
+        variants = {v.name: v for v in self.variants.current()}
+        try:
+            name = assign_variant(
+                user_id, {n: v.weight for n, v in variants.items()}, self.assignment_salt
+            )
+        except AssignmentError as exc:
+            raise ServiceUnavailable(f"no model variant is in service: {exc}") from None
+        parameters: dict[str, Any] = {
+            "max_new_tokens": request.max_new_tokens,
+            "temperature": request.temperature,
+            "top_k": request.top_k,
+        }
+        if request.seed is not None:
+            parameters["seed"] = request.seed
+        body = json.dumps({"inputs": request.prompt, "parameters": parameters}).encode()
+        started = self.clock()
+        answer = self.endpoint.invoke(name, body)
+        latency_ms = (self.clock() - started) * 1000.0
+        text = _generated_text(answer.body)
+        served_by = answer.invoked_variant or name
+        if served_by != name:
+            raise EndpointError(f"asked variant {name!r} but {served_by!r} answered")
+        event = GenerationEvent(
+            generation_id=self.ids.issue(name),
+            user_id=user_id,
+            variant=name,
+            model_version=variants[name].model_version,
+            prompt=request.prompt,
+            text=text,
+            parameters=parameters,
+            latency_ms=latency_ms,
+            created_at=datetime.now(UTC),
+        )
+        self.queue.send([event])
+        return Served(
+            generation_id=event.generation_id,
+            text=text,
+            variant=name,
+            model_version=event.model_version,
+            latency_ms=latency_ms,
+            user_id=user_id,
+        )
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+@dataclass(frozen=True)
+class FeedbackAccepted:
+    """``POST /generations/{id}/feedback`` answered (202: queued, recorded soon)."""
+
+    feedback_id: str
+    generation_id: str
+    variant: str
+    reward: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "feedback_id": self.feedback_id,
+            "generation_id": self.generation_id,
+            "variant": self.variant,
+            "reward": self.reward,
+            "status": "accepted",
+        }
+
+
+def feedback_id_for(generation_id: str, idempotency_key: str | None) -> str:
+    """A new id, or one derived from the client's key so that a retried post counts once."""
+    if not idempotency_key:
+        return uuid.uuid4().hex
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"{generation_id}\x1f{idempotency_key}").hex
+
+
+@dataclass
+class FeedbackService:
+    """Check the generation id's signature and queue the feedback: no database on this path."""
+
+    queue: EventQueue
+    ids: GenerationIds
+
+    def submit(
+        self, generation_id: str, request: FeedbackRequest, idempotency_key: str | None = None
+    ) -> FeedbackAccepted:
+        variant = self.ids.variant_of(generation_id)
+        if variant is None:
+            raise UnknownGeneration(f"no generation {generation_id!r} was served by this service")
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 128:
+            raise RequestRejected("the Idempotency-Key header must be 1 to 128 characters")
+        reward = normalise_reward(request.reward)
+        event = FeedbackEvent(
+            feedback_id=feedback_id_for(generation_id, idempotency_key),
+            generation_id=generation_id,
+            reward=reward,
+            raw_value=str(request.reward),
+            user_id=request.user_id,
+            created_at=datetime.now(UTC),
+        )
+        self.queue.send([event])
+        return FeedbackAccepted(event.feedback_id, generation_id, variant, reward)
+
+
+# --------------------------------------------------------------------------- recorder
+
+QueueEvent = GenerationEvent | FeedbackEvent
+_EVENT = TypeAdapter[QueueEvent](QueueEvent)
+
+
+def parse_event(body: str | bytes) -> QueueEvent:
+    """One queued message as an event; :class:`MalformedEvent` says what is wrong with it."""
+    try:
+        return _EVENT.validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors(include_url=False)[:5]
+        )
+        raise MalformedEvent(f"not a generation or feedback event: {problems}") from None
+
+
+class EventWriter(Protocol):
+    """A repository that stores events idempotently, many in one transaction."""
+
+    def record_many(self, rows: Sequence[Mapping[str, Any]]) -> set[str]: ...
+
+
+def event_fields(event: QueueEvent) -> dict[str, Any]:
+    """The repository's keyword arguments for ``event``."""
+    return event.model_dump(exclude={"type"})
+
+
+def record_event(event: QueueEvent, generations: EventWriter, feedback: EventWriter) -> bool:
+    """Write one event idempotently; True when it is new, False for a redelivery."""
+    writer = generations if isinstance(event, GenerationEvent) else feedback
+    return bool(writer.record_many([event_fields(event)]))
+
+
+def record_events(
+    events: Sequence[QueueEvent], generations: EventWriter, feedback: EventWriter
+) -> set[str]:
+    """Write a batch in one transaction per kind; returns the ids of the events that were new."""
+    generated = [event_fields(e) for e in events if isinstance(e, GenerationEvent)]
+    rated = [event_fields(e) for e in events if isinstance(e, FeedbackEvent)]
+    new: set[str] = set()
+    if generated:
+        new |= generations.record_many(generated)
+    if rated:
+        new |= feedback.record_many(rated)
+    return new
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+class TotalsLike(Protocol):
+    @property
+    def served(self) -> int: ...
+
+    @property
+    def feedback(self) -> int: ...
+
+    @property
+    def positive(self) -> int: ...
+
+    @property
+    def reward_sum(self) -> float: ...
+
+
+def experiment_figures(
+    variants: Sequence[ServingVariant], totals: Mapping[str, TotalsLike]
+) -> dict[str, Any]:
+    """``GET /experiment``: each variant's weight, version and feedback figures so far.
+
+    Variants that served before but are no longer on the endpoint are listed too (weight 0),
+    so their history does not vanish from the figures.
+    """
+    weight_sum = sum(v.weight for v in variants if v.weight > 0) or 1.0
+    in_service = {v.name: v for v in variants}
+    rows = []
+    for name in sorted(set(in_service) | set(totals)):
+        variant = in_service.get(name)
+        total = totals.get(name)
+        served = total.served if total else 0
+        feedback = total.feedback if total else 0
+        positive = total.positive if total else 0
+        rows.append(
+            {
+                "variant": name,
+                "in_service": variant is not None,
+                "model_version": variant.model_version if variant else None,
+                "weight": variant.weight if variant else 0.0,
+                "traffic_share": round(max(variant.weight, 0.0) / weight_sum, 6)
+                if variant
+                else 0.0,
+                "served": served,
+                "feedback": feedback,
+                "positive": positive,
+                "like_rate": round(positive / feedback, 6) if feedback else None,
+                "mean_reward": round(total.reward_sum / feedback, 6)
+                if total and feedback
+                else None,
+            }
+        )
+    return {"variants": rows}

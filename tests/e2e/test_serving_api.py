@@ -1,0 +1,213 @@
+"""The REST API end to end over HTTP, as ``curl`` would use it: a local stack from the real
+template, both tiny models rolled out, the real generate, feedback, query and recorder
+functions in their workers, the events queue on moto and the database on SQLite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from tweetgen.adapters.database import Database
+from tweetgen_local.deploy import deploy_model, find_target
+from tweetgen_local.stack import LocalStack, StackOptions
+
+from tests.conftest import REPO_ROOT
+
+WAIT_S = 30.0
+
+
+class Api:
+    def __init__(self, stack: LocalStack) -> None:
+        self.url = str(stack.endpoints["api"])
+        self.state_dir = stack.options.state_dir
+        self.db = Database.from_url(f"sqlite:///{self.state_dir / 'tweetgen.db'}")
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
+        data = body if isinstance(body, str | bytes) or body is None else json.dumps(body)
+        return requests.post(self.url + path, data=data, timeout=60, **kwargs)
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.url + path, timeout=60)
+
+    def generate(self, **body: Any) -> dict[str, Any]:
+        answer = self.post("/generations", body)
+        assert answer.status_code == 201, answer.text
+        return dict(answer.json())
+
+
+def eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
+    """``check()``'s first truthy value, polling until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, tiny_run: dict[str, Path]) -> Iterator[Api]:
+    state = tmp_path_factory.mktemp("api-stack")
+    stack = LocalStack(
+        StackOptions(state_dir=state, template=REPO_ROOT / "template.yaml"), log=lambda _: None
+    )
+    stack.start()
+    try:
+        target = find_target(state)
+        for variant in ("lstm", "gpt2"):
+            status = deploy_model(
+                tiny_run[variant],
+                variant=variant,
+                version="v1",
+                target=target,
+                wait=True,
+                timeout_s=180,
+                out=lambda _: None,
+            )
+            assert status == 0, f"{variant} did not roll out"
+        yield Api(stack)
+    finally:
+        stack.stop()
+
+
+def test_generate_then_feedback_then_the_experiment_counts_it(api: Api) -> None:
+    served = api.generate(prompt="good morning", max_new_tokens=6, user_id="alice", seed=1)
+    assert set(served) == {
+        "generation_id",
+        "text",
+        "variant",
+        "model_version",
+        "latency_ms",
+        "user_id",
+    }
+    assert served["variant"] in ("lstm", "gpt2") and served["model_version"] == "v1"
+    assert isinstance(served["text"], str) and served["latency_ms"] > 0
+    # Sticky: the same user is served by the same variant while the weights stand.
+    assert {api.generate(user_id="alice")["variant"] for _ in range(3)} == {served["variant"]}
+
+    stored = eventually(
+        lambda: (r := api.get(f"/generations/{served['generation_id']}")).ok and r.json()
+    )
+    assert stored["text"] == served["text"] and stored["prompt"] == "good morning"
+
+    answer = api.post(
+        f"/generations/{served['generation_id']}/feedback", {"reward": "like", "user_id": "alice"}
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["variant"] == served["variant"]
+
+    def counted() -> dict[str, Any] | None:
+        rows = {r["variant"]: r for r in api.get("/experiment").json()["variants"]}
+        row = rows.get(served["variant"])
+        return row if row and row["feedback"] >= 1 else None
+
+    row = eventually(counted)
+    assert row["in_service"] and row["served"] >= 1 and row["positive"] >= 1
+    assert row["weight"] > 0 and row["model_version"] == "v1"
+
+
+def test_an_anonymous_user_gets_an_id_and_curl_style_form_bodies_are_read_as_json(
+    api: Api,
+) -> None:
+    # curl -d sends application/x-www-form-urlencoded; the API speaks JSON whatever the header.
+    answer = requests.post(api.url + "/generations", data='{"max_new_tokens": 4}', timeout=60)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["user_id"].startswith("anon-")
+    assert api.post("/generations").status_code == 201  # no body at all: every default
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "field", "reason"),
+    [
+        ("/generations", "{not json", 422, "body", "not valid JSON"),
+        ("/generations", {"prompt": "hi", "colour": "red"}, 422, "body.colour", "Extra inputs"),
+        ("/generations", {"max_new_tokens": "8"}, 422, "body.max_new_tokens", "valid integer"),
+        ("/generations", {"prompt": "x" * 281}, 422, "body.prompt", "at most 280"),
+        ("/generations", {"max_new_tokens": 65}, 422, None, "at most 64"),
+        ("/generations", {"temperature": 3.5}, 422, "body.temperature", "less than or equal"),
+        ("/generations", [1, 2], 422, "body", "valid dictionary"),
+        ("/generations/abc/feedback", {"reward": "like"}, 404, None, "no generation 'abc'"),
+        ("/generations/abc/feedback", {}, 422, "body.reward", "Field required"),
+        ("/nowhere", {}, 404, None, "no route POST /nowhere"),
+    ],
+)
+def test_bad_requests_get_a_4xx_with_a_reason(
+    api: Api, path: str, body: Any, status: int, field: str | None, reason: str
+) -> None:
+    answer = api.post(path, body)
+    assert answer.status_code == status, answer.text
+    payload = answer.json()
+    texts = [payload["message"], *(e["reason"] for e in payload["errors"])]
+    assert any(reason in text for text in texts), payload
+    if field is not None:
+        assert field in [e["field"] for e in payload["errors"]], payload
+
+
+def test_bad_feedback_values_are_refused_for_a_real_generation(api: Api) -> None:
+    generation_id = api.generate(max_new_tokens=2)["generation_id"]
+    for reward in ("LIKE", 0, 6, 2.5, None):
+        answer = api.post(f"/generations/{generation_id}/feedback", {"reward": reward})
+        assert answer.status_code == 422, (reward, answer.text)
+        assert "'like', 'dislike' or a rating from 1 to 5" in answer.text
+    tampered = generation_id[:-1] + ("0" if generation_id[-1] != "0" else "1")
+    answer = api.post(f"/generations/{tampered}/feedback", {"reward": "like"})
+    assert answer.status_code == 404
+
+
+def test_sql_injection_strings_are_stored_literally(api: Api) -> None:
+    prompt = "'; DROP TABLE generations; --"
+    served = api.generate(prompt=prompt, max_new_tokens=2, user_id="bobby' OR '1'='1")
+    stored = eventually(
+        lambda: (r := api.get(f"/generations/{served['generation_id']}")).ok and r.json()
+    )
+    assert stored["prompt"] == prompt
+    assert api.get("/generations/' OR 1=1 --").status_code == 404
+
+
+def test_an_endpoint_that_does_not_answer_is_a_502_and_nothing_is_recorded(
+    api: Api, tmp_path: Path
+) -> None:
+    before = api.db.generations.variant_totals()
+    overrides = tmp_path / "env.json"
+    # The generate function, as deployed, but with the runtime on a port where nothing listens.
+    overrides.write_text(
+        json.dumps(
+            {"GenerateFunction": {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": "http://127.0.0.1:9"}}
+        )
+    )
+    event = REPO_ROOT / "events" / "api_generate.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tweetgen_local.cli",
+            "invoke",
+            "GenerateFunction",
+            "-e",
+            str(event),
+            "-n",
+            str(overrides),
+            "--state-dir",
+            str(api.state_dir),
+            "-t",
+            str(REPO_ROOT / "template.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["statusCode"] == 502, answer
+    assert "did not answer" in json.loads(answer["body"])["message"]
+    time.sleep(2)  # what the recorder would have received by now
+    assert api.db.generations.variant_totals() == before

@@ -1,0 +1,410 @@
+"""The serving use cases against their real adapters: SageMaker and SQS on moto, the runtime
+through botocore's Stubber (moto cannot run a model), the database on SQLite."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import ANY, Stubber
+from moto import mock_aws
+from tweetgen.adapters.database import Database
+from tweetgen.adapters.sagemaker import EndpointVariants, SageMakerRuntime, ServingEndpoint
+from tweetgen.adapters.sqs import SqsEventQueue
+from tweetgen.domain.serving import (
+    FeedbackEvent,
+    FeedbackRequest,
+    GenerateRequest,
+    GenerationEvent,
+    GenerationIds,
+    ServingLimits,
+    assign_variant,
+)
+from tweetgen.services.serving import (
+    EndpointError,
+    FeedbackService,
+    GenerationService,
+    MalformedEvent,
+    QueueError,
+    QueueEvent,
+    RequestRejected,
+    ServiceUnavailable,
+    UnknownGeneration,
+    experiment_figures,
+    parse_event,
+    record_events,
+)
+
+REGION = "us-east-1"
+KEY = b"0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield
+
+
+def make_endpoint(weights: dict[str, float], version: str = "v1") -> Any:
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    for variant in weights:
+        sagemaker.create_model(
+            ModelName=f"tweetgen-{variant}-{version}",
+            ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
+            PrimaryContainer={
+                "Image": "tensorflow-inference",
+                "ModelDataUrl": f"s3://bucket/models/{variant}/{version}/model.tar.gz",
+                "Environment": {"TWEETGEN_MODEL_VERSION": version},
+            },
+        )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"tweetgen-{version}",
+        ProductionVariants=[
+            {
+                "VariantName": variant,
+                "ModelName": f"tweetgen-{variant}-{version}",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+                "InitialVariantWeight": weight,
+            }
+            for variant, weight in weights.items()
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName="tweetgen", EndpointConfigName=f"tweetgen-{version}")
+    return sagemaker
+
+
+class Queue:
+    """The real SQS adapter on a moto queue, plus what a test reads back."""
+
+    def __init__(self) -> None:
+        self.client = boto3.client("sqs", region_name=REGION)
+        self.url = self.client.create_queue(QueueName="events")["QueueUrl"]
+        self.adapter = SqsEventQueue(self.client, self.url)
+
+    def messages(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        while True:
+            batch = self.client.receive_message(
+                QueueUrl=self.url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+            ).get("Messages", [])
+            if not batch:
+                return found
+            found.extend(batch)
+
+
+class Runtime:
+    """A real SageMakerRuntime whose client answers what the test queues (botocore Stubber)."""
+
+    def __init__(self) -> None:
+        self.client = boto3.client("sagemaker-runtime", region_name=REGION)
+        self.stub = Stubber(self.client)
+        self.stub.activate()
+        self.endpoint = ServingEndpoint(SageMakerRuntime(self.client), "tweetgen")
+
+    def answers(self, variant: str, body: Any, expect_variant: str | None = None) -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.stub.add_response(
+            "invoke_endpoint",
+            {
+                "Body": StreamingBody(io.BytesIO(raw), len(raw)),
+                "ContentType": "application/json",
+                "InvokedProductionVariant": variant,
+            },
+            {
+                "EndpointName": "tweetgen",
+                "ContentType": "application/json",
+                "Accept": "application/json",
+                "Body": ANY,
+                "TargetVariant": expect_variant or variant,
+            },
+        )
+
+    def fails(self, code: str, message: str) -> None:
+        self.stub.add_client_error(
+            "invoke_endpoint",
+            service_error_code=code,
+            service_message=message,
+            http_status_code=424,
+        )
+
+
+@pytest.fixture
+def queue(aws: None) -> Queue:
+    return Queue()
+
+
+def service(queue: Queue, runtime: Runtime, **kwargs: Any) -> GenerationService:
+    return GenerationService(
+        endpoint=runtime.endpoint,
+        variants=EndpointVariants(boto3.client("sagemaker", region_name=REGION), "tweetgen"),
+        queue=queue.adapter,
+        ids=GenerationIds(KEY),
+        assignment_salt="tweetgen",
+        **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------- generate
+
+
+def test_generate_serves_the_assigned_variant_and_queues_the_generation(queue: Queue) -> None:
+    make_endpoint({"lstm": 1.0, "gpt2": 1.0}, version="v7")
+    runtime = Runtime()
+    user = "alice"
+    expected = assign_variant(user, {"lstm": 1.0, "gpt2": 1.0}, "tweetgen")
+    runtime.answers(expected, [{"generated_text": " good morning"}])
+
+    served = service(queue, runtime).generate(
+        GenerateRequest(prompt="hello", user_id=user, max_new_tokens=8, seed=3)
+    )
+
+    runtime.stub.assert_no_pending_responses()
+    assert (served.variant, served.model_version, served.text) == (expected, "v7", " good morning")
+    assert GenerationIds(KEY).variant_of(served.generation_id) == expected
+    (message,) = queue.messages()
+    event = parse_event(message["Body"])
+    assert isinstance(event, GenerationEvent)
+    assert event.generation_id == served.generation_id and event.user_id == user
+    assert event.parameters == {"max_new_tokens": 8, "temperature": 0.8, "top_k": 40, "seed": 3}
+    assert message["MessageAttributes"]["type"]["StringValue"] == "generation"
+
+
+def test_an_anonymous_user_gets_an_id_to_come_back_with(queue: Queue) -> None:
+    make_endpoint({"lstm": 1.0})
+    runtime = Runtime()
+    runtime.answers("lstm", [{"generated_text": "hi"}])
+    served = service(queue, runtime).generate(GenerateRequest())
+    assert served.user_id.startswith("anon-")
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"<html>oops</html>", "not JSON"),
+        ({"generated_text": "not a list"}, "generated_text"),
+        ([], "generated_text"),
+        ([{"text": "wrong key"}], "generated_text"),
+    ],
+)
+def test_a_malformed_model_answer_is_a_502_and_nothing_is_recorded(
+    queue: Queue, answer: Any, reason: str
+) -> None:
+    make_endpoint({"lstm": 1.0})
+    runtime = Runtime()
+    runtime.answers("lstm", answer)
+    with pytest.raises(EndpointError, match=reason) as raised:
+        service(queue, runtime).generate(GenerateRequest())
+    assert raised.value.status == 502
+    assert queue.messages() == []
+
+
+def test_a_failing_endpoint_is_a_502_and_nothing_is_recorded(queue: Queue) -> None:
+    make_endpoint({"lstm": 1.0})
+    runtime = Runtime()
+    runtime.fails("ModelError", "the model container crashed")
+    with pytest.raises(EndpointError, match="ModelError: the model container crashed") as raised:
+        service(queue, runtime).generate(GenerateRequest())
+    assert raised.value.status == 502
+    assert queue.messages() == []
+
+
+def test_no_endpoint_yet_is_a_503_that_says_what_to_do(queue: Queue) -> None:
+    with pytest.raises(ServiceUnavailable, match="roll out a model first") as raised:
+        service(queue, Runtime()).generate(GenerateRequest())
+    assert raised.value.status == 503
+
+
+def test_more_tokens_than_the_deployment_allows_is_refused_before_the_endpoint(
+    queue: Queue,
+) -> None:
+    make_endpoint({"lstm": 1.0})
+    runtime = Runtime()  # no answer queued: the endpoint must not be called
+    with pytest.raises(RequestRejected) as raised:
+        service(queue, runtime, limits=ServingLimits(max_new_tokens=16)).generate(
+            GenerateRequest(max_new_tokens=17)
+        )
+    assert raised.value.status == 422 and "at most 16" in raised.value.details[0]
+
+
+def test_a_queue_that_refuses_the_event_fails_the_request_rather_than_lose_it(aws: None) -> None:
+    make_endpoint({"lstm": 1.0})
+    runtime = Runtime()
+    runtime.answers("lstm", [{"generated_text": "hi"}])
+    client = boto3.client("sqs", region_name=REGION)
+    missing = SqsEventQueue(client, "https://sqs.us-east-1.amazonaws.com/123456789012/missing")
+    generation = GenerationService(
+        endpoint=runtime.endpoint,
+        variants=EndpointVariants(boto3.client("sagemaker", region_name=REGION), "tweetgen"),
+        queue=missing,
+        ids=GenerationIds(KEY),
+    )
+    with pytest.raises(QueueError) as raised:
+        generation.generate(GenerateRequest())
+    assert raised.value.status == 503
+
+
+def test_variants_follow_weight_updates_after_the_cache_expires(aws: None) -> None:
+    sagemaker = make_endpoint({"lstm": 1.0, "gpt2": 1.0})
+    now = [0.0]
+    variants = EndpointVariants(sagemaker, "tweetgen", ttl_s=10, clock=lambda: now[0])
+    assert {v.name: v.weight for v in variants.current()} == {"lstm": 1.0, "gpt2": 1.0}
+    sagemaker.update_endpoint_weights_and_capacities(
+        EndpointName="tweetgen",
+        DesiredWeightsAndCapacities=[{"VariantName": "lstm", "DesiredWeight": 3.0}],
+    )
+    now[0] = 9.0
+    assert {v.name: v.weight for v in variants.current()}["lstm"] == 1.0  # cached
+    now[0] = 10.5
+    assert {v.name: v.weight for v in variants.current()}["lstm"] == 3.0
+    assert {v.model_version for v in variants.current()} == {"v1"}
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+def test_feedback_for_an_id_never_issued_is_a_404_and_nothing_is_queued(queue: Queue) -> None:
+    feedback = FeedbackService(queue.adapter, GenerationIds(KEY))
+    forged = GenerationIds(b"another-key-another-key-another!").issue("lstm")
+    for generation_id in ("nope", forged, "'; DELETE FROM feedback; --"):
+        with pytest.raises(UnknownGeneration) as raised:
+            feedback.submit(generation_id, FeedbackRequest(reward="like"))
+        assert raised.value.status == 404
+    assert queue.messages() == []
+
+
+def test_feedback_is_queued_with_its_reward_and_a_retry_counts_once(queue: Queue) -> None:
+    ids = GenerationIds(KEY)
+    generation_id = ids.issue("gpt2")
+    feedback = FeedbackService(queue.adapter, ids)
+
+    first = feedback.submit(generation_id, FeedbackRequest(reward=4), idempotency_key="k1")
+    again = feedback.submit(generation_id, FeedbackRequest(reward=4), idempotency_key="k1")
+    other = feedback.submit(generation_id, FeedbackRequest(reward="dislike"))
+
+    assert first.feedback_id == again.feedback_id != other.feedback_id
+    assert (first.variant, first.reward, other.reward) == ("gpt2", 0.75, 0.0)
+    events = [parse_event(m["Body"]) for m in queue.messages()]
+    assert all(isinstance(e, FeedbackEvent) for e in events) and len(events) == 3
+    with pytest.raises(RequestRejected, match="Idempotency-Key"):
+        feedback.submit(generation_id, FeedbackRequest(reward=4), idempotency_key="k" * 129)
+
+
+# --------------------------------------------------------------------------- recorder
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    database = Database.from_url(f"sqlite:///{tmp_path / 'serving.db'}")
+    database.migrate()
+    return database
+
+
+def generation_event(generation_id: str, variant: str, prompt: str = "hi") -> GenerationEvent:
+    return GenerationEvent(
+        generation_id=generation_id,
+        user_id="u1",
+        variant=variant,
+        model_version="v1",
+        prompt=prompt,
+        text="a tweet",
+        parameters={"max_new_tokens": 4},
+        latency_ms=12.5,
+        created_at="2026-11-26T10:00:00Z",  # type: ignore[arg-type]
+    )
+
+
+def feedback_event(feedback_id: str, generation_id: str, reward: float) -> FeedbackEvent:
+    return FeedbackEvent(
+        feedback_id=feedback_id,
+        generation_id=generation_id,
+        reward=reward,
+        raw_value="like" if reward else "dislike",
+        created_at="2026-11-26T10:00:01Z",  # type: ignore[arg-type]
+    )
+
+
+def test_the_recorder_stores_each_event_once_however_often_it_arrives(db: Database) -> None:
+    batch: list[QueueEvent] = [
+        generation_event("g1", "lstm"),
+        generation_event("g2", "gpt2"),
+        feedback_event("f1", "g1", 1.0),
+        feedback_event("f2", "g2", 0.0),
+    ]
+    assert record_events(batch, db.generations, db.feedback) == {"g1", "g2", "f1", "f2"}
+    assert record_events(batch[1:3], db.generations, db.feedback) == set()
+
+    totals = db.generations.variant_totals()
+    assert (totals["lstm"].served, totals["lstm"].feedback, totals["lstm"].positive) == (1, 1, 1)
+    assert (totals["gpt2"].served, totals["gpt2"].feedback, totals["gpt2"].positive) == (1, 1, 0)
+    stored = db.generations.get("g2")
+    assert stored is not None and stored.deliveries == 2
+
+
+def test_feedback_before_its_generation_counts_once_both_exist(db: Database) -> None:
+    record_events([feedback_event("f1", "g-late", 1.0)], db.generations, db.feedback)
+    assert db.generations.variant_totals() == {}
+    assert [f.id for f in db.feedback.pending_without_generation()] == ["f1"]
+
+    record_events([generation_event("g-late", "lstm")], db.generations, db.feedback)
+    totals = db.generations.variant_totals()
+    assert (totals["lstm"].served, totals["lstm"].feedback, totals["lstm"].positive) == (1, 1, 1)
+    assert db.feedback.pending_without_generation() == []
+
+
+def test_sql_in_an_event_is_stored_literally(db: Database) -> None:
+    prompt = "Robert'); DROP TABLE generations;--"
+    record_events([generation_event("g1", "lstm", prompt)], db.generations, db.feedback)
+    stored = db.generations.get("g1")
+    assert stored is not None and stored.prompt == prompt
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "{}",
+        '{"type": "feedback", "feedback_id": "f", "generation_id": "g", "reward": 7,'
+        ' "raw_value": "x", "created_at": "2026-11-26T10:00:00Z"}',
+        '{"type": "vote"}',
+    ],
+)
+def test_a_message_that_is_not_an_event_is_refused_with_a_reason(body: str) -> None:
+    with pytest.raises(MalformedEvent, match="not a generation or feedback event"):
+        parse_event(body)
+
+
+def test_experiment_figures_keep_variants_that_left_the_endpoint(db: Database) -> None:
+    from tweetgen.services.serving import ServingVariant
+
+    record_events(
+        [
+            generation_event("g1", "lstm"),
+            generation_event("g2", "old"),
+            feedback_event("f1", "g1", 1.0),
+            feedback_event("f2", "g1", 0.5),
+        ],
+        db.generations,
+        db.feedback,
+    )
+    figures = experiment_figures(
+        [ServingVariant("lstm", 3.0, "v2"), ServingVariant("gpt2", 1.0, "v1")],
+        db.generations.variant_totals(),
+    )
+    rows = {row["variant"]: row for row in figures["variants"]}
+    assert rows["lstm"]["traffic_share"] == 0.75 and rows["lstm"]["like_rate"] == 1.0
+    assert rows["lstm"]["mean_reward"] == 0.75 and rows["lstm"]["served"] == 1
+    assert rows["gpt2"]["served"] == 0 and rows["gpt2"]["like_rate"] is None
+    assert rows["old"]["in_service"] is False and rows["old"]["served"] == 1
