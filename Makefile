@@ -7,14 +7,20 @@ STAMP := $(VENV)/.installed
 DATA ?= ../shared/data/sentiment140
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+# AWS SAM CLI and cfn-lint live in their own environment: aws-sam-cli pins boto3, click and
+# pydantic versions that differ from the project's. tests/unit/test_template_lint.py runs SAM_CLI.
+SAM_VENV ?= .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
+SAM_TOOLS := aws-sam-cli==1.170.0 cfn-lint==1.58.0
+export SAM_CLI ?= $(abspath $(SAM_VENV))/bin/sam
 
-.PHONY: help venv demo test lint format typecheck unit integration e2e bench lock clean
+.PHONY: help venv sam-venv demo test lint lint-template format typecheck unit integration e2e bench lock lock-sam clean
 
 help:
 	@echo "make demo   - train both tiny models on the shared tweets and show what they generate"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - run every benchmark and write benchmarks/RESULTS.md"
-	@echo "make lint | format | typecheck | unit | integration | e2e | lock | clean"
+	@echo "make lint | lint-template | format | typecheck | unit | integration | e2e | lock | lock-sam | clean"
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,12 +30,26 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
+$(SAM_STAMP): requirements-sam.lock
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade "pip==25.3"
+	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.lock
+	@touch $(SAM_STAMP)
+
+sam-venv: $(SAM_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/tweetgen demo --data $(DATA) $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The template checks that `make test` runs (tests/unit/test_template_lint.py), on their own.
+# Offline: no AWS credentials or network needed.
+lint-template: $(SAM_STAMP)
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_CLI) validate --lint --region us-east-1 --template-file template.yaml
+	$(SAM_VENV)/bin/cfn-lint --regions us-east-1 eu-west-1 -- template.yaml
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
@@ -38,10 +58,10 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: lint typecheck $(SAM_STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-unit: $(STAMP)
+unit: $(STAMP) $(SAM_STAMP)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 integration: $(STAMP)
@@ -60,5 +80,13 @@ lock:
 	.venv-lock/bin/pip freeze --exclude tweetgen | grep -v '^-e' > requirements.lock
 	rm -rf .venv-lock
 
+# Re-resolve requirements-sam.lock (after changing SAM_TOOLS on purpose).
+lock-sam:
+	rm -rf .venv-sam-lock && $(PYTHON) -m venv .venv-sam-lock
+	.venv-sam-lock/bin/pip install --quiet "pip==25.3" && .venv-sam-lock/bin/pip install --quiet $(SAM_TOOLS)
+	{ sed -n '/^#/p' requirements-sam.lock; .venv-sam-lock/bin/pip freeze; } > requirements-sam.lock.new
+	mv requirements-sam.lock.new requirements-sam.lock
+	rm -rf .venv-sam-lock
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .tweetgen
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .tweetgen
