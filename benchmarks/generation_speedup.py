@@ -10,8 +10,10 @@ Both models at two sizes, the ``tiny`` preset (``make demo``'s) and the ``small`
 forward pass does not depend on the weights' values. The prompts are the first 8 tokens of
 held-out tweets. Both paths sample top-k 40 at temperature 0.8 and produce 32 new tokens (ours
 is checked to run all 32 steps: it stops early only when every row has sampled end-of-text).
-GPT-2 is also served through the static-cache XLA prototype of ``benchmarks.gpt2_fast``, beside
-the library's module, against the same loops.
+GPT-2 is served three ways against the same loops: the library's default module (static
+key/value cache, no XLA), the same with its decoding step compiled by XLA (``jit_compile=True``,
+an export option that the model server must allow), and with transformers' growing cache (the
+module before the static cache).
 """
 
 from __future__ import annotations
@@ -48,9 +50,15 @@ TEMPERATURE = 0.8
 VOCAB_SIZE = 8000
 BATCHES = (1, 8)
 GOAL = 100.0
-PROTOTYPE = "gpt2-static-xla"
-SERVED = {"lstm": ["lstm"], "gpt2": ["gpt2", PROTOTYPE]}
-LABELS = {"lstm": "LSTM", "gpt2": "GPT-2", PROTOTYPE: "GPT-2 [prototype static+xla]"}
+XLA = "gpt2-xla"
+GROWING = "gpt2-growing"
+SERVED = {"lstm": ["lstm"], "gpt2": ["gpt2", XLA, GROWING]}
+LABELS = {
+    "lstm": "LSTM",
+    "gpt2": "GPT-2",
+    XLA: "GPT-2 [XLA decoding step]",
+    GROWING: "GPT-2 [growing cache]",
+}
 
 PredictLast = Callable[[np.ndarray], np.ndarray]
 
@@ -112,14 +120,11 @@ class Models:
         keras.utils.set_random_seed(seed)
         self.lstm = build_lstm(LSTMConfig(vocab_size=vocab_size, **PRESETS[preset]["lstm"]))
         self.gpt2 = build_gpt2(GPT2Settings(vocab_size=vocab_size, **PRESETS[preset]["gpt2"]))
-        from benchmarks.gpt2_fast import serving_for
-        from benchmarks.gpt2_variants import options_of
-
         self.serving: dict[str, tf.Module] = {
             "lstm": LSTMServing(self.lstm, eos_id),
             "gpt2": GPT2Serving(self.gpt2, eos_id),
-            # The decoding prototype of gpt2_vs_pytorch, for comparison (not the library's).
-            PROTOTYPE: serving_for(self.gpt2, eos_id, options_of("static+xla")),
+            XLA: GPT2Serving(self.gpt2, eos_id, jit_compile=True),
+            GROWING: GPT2Serving(self.gpt2, eos_id, static_cache=False),
         }
         self.parameters = {
             "lstm": int(self.lstm.count_params()),
@@ -262,6 +267,7 @@ def measure_kind(
                 "predict_loop_ms": [x * 1e3 for x in loop],
                 "eager_loop_ms": [x * 1e3 for x in eager],
                 "steps_run": int(out["generated_ids"].shape[1]),
+                "tokens": out["generated_ids"].tolist(),
                 "lengths": out["lengths"].tolist(),
                 "predict_ms_per_token": loop_ms / NEW_TOKENS,
             }
@@ -312,7 +318,7 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
                 notes.append(f"{key}: ours ran {value['steps_run']} steps, not {NEW_TOKENS}")
             if min(value["lengths"]) < NEW_TOKENS:
                 notes.append(f"{key}: some rows sampled end-of-text early: {value['lengths']}")
-            if key.startswith(PROTOTYPE):
+            if key.startswith(XLA):
                 notes.append(f"{key}: first call {value['first_call_ms']:,.0f} ms (XLA compiles)")
     notes.append(
         f"models: presets {', '.join(presets)}, random (untrained, seeded) weights; prompts of"
@@ -324,9 +330,20 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
         " Sequential shape), GPT-2 = TFGPT2LMHeadModel.predict (all positions, no cache)"
     )
     notes.append(
-        f"{LABELS[PROTOTYPE]}: the static-cache XLA decoding step of benchmarks/gpt2_fast.py"
-        " (a prototype, not the library's module); same tokens as the library's"
+        f"GPT-2 = the library's default module (static key/value cache, no XLA: what the SageMaker"
+        f" TensorFlow Serving container can run); {LABELS[XLA]} = its jit_compile=True export"
+        f" option (TensorFlow Serving runs it only with --xla_cpu_compilation_enabled);"
+        f" {LABELS[GROWING]} = static_cache=False (transformers' layers at every step, the module"
+        f" before the static cache)"
     )
+    for preset in presets:
+        for batch in BATCHES:
+            steps = {
+                name: details[preset].get(f"{name}-{preset}-batch{batch}", {}).get("tokens")
+                for name in SERVED["gpt2"]
+            }
+            if len({str(tokens) for tokens in steps.values()}) > 1:
+                notes.append(f"GPT-2 {preset} batch {batch}: the modules' tokens differ")
     return BenchResult(
         name=NAME,
         title="In-graph generation vs the notebook's predict-per-token loop",

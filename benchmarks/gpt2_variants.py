@@ -1,6 +1,6 @@
 """Names of the GPT-2 decoding variants that ``gpt2_vs_pytorch --variants`` measures.
 
-A variant joins parts with ``+``: model changes (``embed``, ``head``, ``xla``: see
+A variant joins parts with ``+``: model changes (``embed``, ``head``, ``static``, ``xla``: see
 ``benchmarks.gpt2_fast``) and runtime settings (``interop1``: one inter-op thread;
 ``onednn-off``: ``TF_ENABLE_ONEDNN_OPTS=0``). ``library`` alone is the library's module as it is.
 Kept free of TensorFlow so that the parent process never imports it.

@@ -87,6 +87,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="GPT-2 only: start from a pretrained checkpoint (local folder, or a hub name with network)",
     )
     parser.add_argument(
+        "--xla-decode",
+        action="store_true",
+        help=(
+            "GPT-2 only: compile the decoding step with XLA (faster on CPU, compiles at the first"
+            " request of each batch size and length bucket). The model server must allow XLA:"
+            " TensorFlow Serving needs --xla_cpu_compilation_enabled, which the SageMaker"
+            " TensorFlow Serving container does not pass, and fails requests without it"
+        ),
+    )
+    parser.add_argument(
         "--variant",
         default=None,
         help="production variant the artifact is for (default: the model kind)",
@@ -122,6 +132,8 @@ def train_command(args: argparse.Namespace) -> int:
 
     if args.init_from and args.model != "gpt2":
         raise InputError("--init-from applies to --model gpt2 only")
+    if args.xla_decode and args.model != "gpt2":
+        raise InputError("--xla-decode applies to --model gpt2 only")
     learning_rate = args.learning_rate or (2e-3 if args.model == "lstm" else 5e-4)
     options = TrainOptions(
         model=args.model,
@@ -141,6 +153,7 @@ def train_command(args: argparse.Namespace) -> int:
         vocab_size=args.vocab_size,
         tokenizer=args.tokenizer,
         init_from=args.init_from,
+        xla_decode=args.xla_decode,
         variant=args.variant,
         version=args.version,
         unpacked=args.unpacked,

@@ -38,6 +38,25 @@ def _mix32(x: tf.Tensor) -> tf.Tensor:
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
 
+def _seed_hash(row_seeds: tf.Tensor) -> tf.Tensor:
+    """Each row's 64-bit seed folded into 32 bits (computed once per request)."""
+    seeds = tf.cast(row_seeds, tf.int64)
+    lo = tf.bitwise.bitwise_and(seeds, _MASK32)
+    hi = tf.bitwise.bitwise_and(tf.bitwise.right_shift(seeds, 32), _MASK32)
+    return _mix32(tf.bitwise.bitwise_xor(lo, _mix32(hi + 0x3C6EF372)))
+
+
+def _column_hash(width: tf.Tensor) -> tf.Tensor:
+    """One hash per candidate column (computed once per request)."""
+    return _mix32(tf.range(tf.cast(width, tf.int64), dtype=tf.int64) + 0x1B873593)
+
+
+def _hashed_uniform(row_hash: tf.Tensor, step: tf.Tensor, column_hash: tf.Tensor) -> tf.Tensor:
+    h = _mix32(tf.bitwise.bitwise_xor(row_hash, _mix32(tf.cast(step, tf.int64) + 0x632BE5AB)))
+    bits = _mix32(tf.bitwise.bitwise_xor(h[:, None], column_hash[None, :]))
+    return tf.cast((tf.cast(bits, tf.float64) + 0.5) / 4294967296.0, tf.float32)
+
+
 def hashed_uniform(row_seeds: tf.Tensor, step: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     """Uniform(0, 1) noise of shape [rows, width] that depends only on (row seed, step, column).
 
@@ -45,14 +64,65 @@ def hashed_uniform(row_seeds: tf.Tensor, step: tf.Tensor, width: tf.Tensor) -> t
     with seed ``s`` equals that prompt alone sampled with seed ``s + i``, and a fresh value at
     every step (a stateless op with one fixed seed would repeat itself at every step).
     """
-    seeds = tf.cast(row_seeds, tf.int64)
-    lo = tf.bitwise.bitwise_and(seeds, _MASK32)
-    hi = tf.bitwise.bitwise_and(tf.bitwise.right_shift(seeds, 32), _MASK32)
-    h = _mix32(tf.bitwise.bitwise_xor(lo, _mix32(hi + 0x3C6EF372)))
-    h = _mix32(tf.bitwise.bitwise_xor(h, _mix32(tf.cast(step, tf.int64) + 0x632BE5AB)))
-    cols = _mix32(tf.range(tf.cast(width, tf.int64), dtype=tf.int64) + 0x1B873593)
-    bits = _mix32(tf.bitwise.bitwise_xor(h[:, None], cols[None, :]))
-    return tf.cast((tf.cast(bits, tf.float64) + 0.5) / 4294967296.0, tf.float32)
+    return _hashed_uniform(_seed_hash(row_seeds), step, _column_hash(width))
+
+
+# Width of the blocks that ``top_k_candidates`` takes the maximum of.
+_BLOCK = 16
+
+
+def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``tf.math.top_k(logits, k)`` (values, ids), in two small passes when k is small.
+
+    TensorFlow's TopK over a whole vocabulary costs more than the vocabulary head itself at
+    batch 8. The k largest values all lie in the k blocks (of ``_BLOCK`` ids) with the largest
+    maxima, so: the maximum of every block, the top k of those, then the top k of those blocks'
+    ids. Blocks are taken in id order, so equal values come out lowest id first, as with
+    ``tf.math.top_k``; the answer differs only if values tie exactly at the k-th place.
+    """
+    vocab = tf.shape(logits)[-1]
+
+    def two_passes() -> tuple[tf.Tensor, tf.Tensor]:
+        batch = tf.shape(logits)[0]
+        blocks = (vocab + _BLOCK - 1) // _BLOCK
+        padded = tf.pad(
+            logits, [[0, 0], [0, blocks * _BLOCK - vocab]], constant_values=float("-inf")
+        )
+        grouped = tf.reshape(padded, [batch, blocks, _BLOCK])
+        _, best = tf.math.top_k(tf.reduce_max(grouped, axis=-1), k=k)
+        best = tf.sort(best, axis=-1)
+        candidates = tf.reshape(tf.gather(grouped, best, batch_dims=1), [batch, k * _BLOCK])
+        values, at = tf.math.top_k(candidates, k=k)
+        ids = tf.gather(best, at // _BLOCK, batch_dims=1) * _BLOCK + at % _BLOCK
+        return values, ids
+
+    def one_pass() -> tuple[tf.Tensor, tf.Tensor]:
+        values, ids = tf.math.top_k(logits, k=k)
+        return values, ids
+
+    return tf.cond(k * _BLOCK < vocab, two_passes, one_pass)
+
+
+def candidate_count(top_k: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:
+    """How many candidates sampling draws from: ``top_k``, or the whole vocabulary if <= 0."""
+    return tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
+
+
+def _pick(
+    logits: tf.Tensor,
+    temperature: tf.Tensor,
+    k: tf.Tensor,
+    row_hash: tf.Tensor,
+    column_hash: tf.Tensor,
+    step: tf.Tensor,
+) -> tf.Tensor:
+    values, indices = top_k_candidates(logits, k)
+    greedy = indices[:, 0]
+    scaled = values / tf.maximum(temperature, 1e-6)
+    gumbel = -tf.math.log(-tf.math.log(_hashed_uniform(row_hash, step, column_hash)))
+    choice = tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)
+    sampled = tf.gather(indices, choice, batch_dims=1)
+    return tf.where(temperature > 0.0, sampled, greedy)
 
 
 def select_next(
@@ -66,15 +136,8 @@ def select_next(
 
     Sampling only among the top-k candidates keeps the cost independent of the vocabulary size.
     """
-    vocab = tf.shape(logits)[-1]
-    k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
-    values, indices = tf.math.top_k(logits, k=k)
-    greedy = indices[:, 0]
-    scaled = values / tf.maximum(temperature, 1e-6)
-    gumbel = -tf.math.log(-tf.math.log(hashed_uniform(row_seeds, step, k)))
-    choice = tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)
-    sampled = tf.gather(indices, choice, batch_dims=1)
-    return tf.where(temperature > 0.0, sampled, greedy)
+    k = candidate_count(top_k, tf.shape(logits)[-1])
+    return _pick(logits, temperature, k, _seed_hash(row_seeds), _column_hash(k), step)
 
 
 Cache = Any
@@ -100,9 +163,12 @@ def generate_loop(
     ``lengths`` [batch], the number of tokens before end-of-text.
     """
     batch = tf.shape(input_ids)[0]
-    row_seeds = tf.cast(seed, tf.int64) + tf.range(batch, dtype=tf.int64)
     logits, cache = prefill(input_ids, attention_mask)
     max_new_tokens = tf.maximum(max_new_tokens, 0)
+    # What sampling needs that does not change from token to token, computed once.
+    row_hash = _seed_hash(tf.cast(seed, tf.int64) + tf.range(batch, dtype=tf.int64))
+    k = candidate_count(top_k, tf.shape(logits)[-1])
+    column_hash = _column_hash(k)
 
     def cond(
         i: tf.Tensor, logits: tf.Tensor, cache: Cache, finished: tf.Tensor, out: Any
@@ -112,7 +178,7 @@ def generate_loop(
     def body(
         i: tf.Tensor, logits: tf.Tensor, cache: Cache, finished: tf.Tensor, out: Any
     ) -> tuple[Any, ...]:
-        token = select_next(logits, temperature, top_k, row_seeds, i)
+        token = _pick(logits, temperature, k, row_hash, column_hash, i)
         token = tf.where(finished, tf.constant(eos_id, tf.int32), token)
         out = out.write(i, token)
         finished = tf.logical_or(finished, tf.equal(token, eos_id))
@@ -182,6 +248,15 @@ class GeneratorServing(tf.Module):
         """How many tokens may be generated after this prompt (a context limit, if any)."""
         return max_new_tokens
 
+    def generation_prefill(
+        self, input_ids: tf.Tensor, attention_mask: tf.Tensor, budget: tf.Tensor
+    ) -> tuple[tf.Tensor, Cache]:
+        """``prefill`` for a request that will generate up to ``budget`` tokens.
+
+        A model whose cache is sized per request (GPT-2's static key/value cache) overrides it.
+        """
+        return self.prefill(input_ids, attention_mask)
+
     @tf.function(input_signature=GENERATE_SIGNATURE)
     def generate(
         self,
@@ -192,13 +267,18 @@ class GeneratorServing(tf.Module):
         top_k: tf.Tensor,
         seed: tf.Tensor,
     ) -> dict[str, tf.Tensor]:
+        budget = tf.maximum(self.token_budget(input_ids, max_new_tokens), 0)
+
+        def prefill(ids: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, Cache]:
+            return self.generation_prefill(ids, mask, budget)
+
         return generate_loop(
-            self.prefill,
+            prefill,
             self.step,
             self.cache_invariants,
             input_ids,
             attention_mask,
-            self.token_budget(input_ids, max_new_tokens),
+            budget,
             temperature,
             top_k,
             seed,

@@ -83,16 +83,76 @@ def settings_of(model: Any) -> GPT2Settings:
     )
 
 
-class GPT2Serving(GeneratorServing):
-    """GPT-2's serving module: the key/value cache, the attention mask and the last position."""
+# How many cache positions the static key/value cache adds at a time: a request's cache holds
+# its prompt and its token budget rounded up to this, so XLA (when on) sees few distinct shapes.
+CACHE_BUCKET = 64
 
-    def __init__(self, model: Any, eos_id: int = EOS_ID) -> None:
+
+def _layer_norm(x: tf.Tensor, layer: Any) -> tf.Tensor:
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + layer.epsilon) * layer.gamma + layer.beta
+
+
+def _linear(x: tf.Tensor, layer: Any) -> tf.Tensor:
+    """transformers' Conv1D on one position; BiasAdd (not Add) lets Grappler fuse it into MatMul."""
+    return tf.nn.bias_add(tf.matmul(x, layer.weight), tf.reshape(layer.bias, [-1]))
+
+
+def _softmax(x: tf.Tensor) -> tf.Tensor:
+    # Plain element-wise ops: for one query row, oneDNN's Softmax costs more than the arithmetic.
+    e = tf.exp(x - tf.reduce_max(x, axis=-1, keepdims=True))
+    return e / tf.reduce_sum(e, axis=-1, keepdims=True)
+
+
+class GPT2Serving(GeneratorServing):
+    """GPT-2's serving module: the key/value cache, the attention mask and the last position.
+
+    The prompt runs through transformers' own layers. Each new token then goes through one of
+    two decoding steps:
+
+    - ``static_cache=True`` (the default): a hand-written step over the same layers' weights that
+      writes each new key and value into a cache allocated once per request (the prompt plus the
+      token budget, rounded up to ``cache_bucket`` positions) and masks the slots not yet
+      written. Its shapes stay the same from token to token, and it runs far fewer operations
+      per token than transformers' layers (attention for one query row as element-wise
+      products and sums: oneDNN's BatchMatMul and Softmax cost more than the arithmetic at
+      that size).
+    - ``static_cache=False``: transformers' layers with their growing cache (``past_key_values``,
+      one concatenation per token and layer).
+
+    ``jit_compile=True`` compiles the static decoding step with XLA (one compilation per batch
+    size and cache length, at its first request). It is off by default because the model server
+    must allow it: TensorFlow Serving disables XLA:CPU unless started with
+    ``--xla_cpu_compilation_enabled``, and then fails such requests ("XLA compilation
+    disabled") rather than running them without XLA; the SageMaker TensorFlow Serving container
+    does not pass that flag. ``tf.saved_model.load`` in Python allows XLA.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        eos_id: int = EOS_ID,
+        *,
+        static_cache: bool = True,
+        cache_bucket: int = CACHE_BUCKET,
+        jit_compile: bool = False,
+    ) -> None:
         super().__init__(name="gpt2_serving")
+        if cache_bucket < 1:
+            raise ValueError(f"cache_bucket must be >= 1, not {cache_bucket}")
+        if jit_compile and not static_cache:
+            raise ValueError("jit_compile needs the static cache (a growing cache recompiles)")
         self.model = model
         self.eos_id = eos_id
         self.n_head = model.config.n_head
         self.head_dim = model.config.n_embd // model.config.n_head
         self.n_positions = model.config.n_positions
+        self.static_cache = static_cache
+        self.cache_bucket = cache_bucket
+        self.jit_compile = jit_compile
+        self._decode = (
+            tf.function(self._decode_step, jit_compile=True) if jit_compile else self._decode_step
+        )
 
     def _table(self) -> tf.Tensor:
         """The tied embedding matrix's value.
@@ -103,13 +163,16 @@ class GPT2Serving(GeneratorServing):
         """
         return tf.convert_to_tensor(self.model.transformer.wte.embeddings)
 
+    def _model_inputs(self, input_ids: tf.Tensor) -> dict[str, Any]:
+        """The token embeddings, looked up in the matrix's value (see ``_table``)."""
+        return {"input_ids": None, "inputs_embeds": tf.gather(self._table(), input_ids)}
+
     def _forward(
         self, input_ids: tf.Tensor, attention_mask: tf.Tensor, position_ids: Any, past: Any
     ) -> tuple[tf.Tensor, Any]:
         """The last layer's hidden states (after the final layer norm) and the new cache."""
         out = self.model.transformer(
-            input_ids=None,
-            inputs_embeds=tf.gather(self._table(), input_ids),
+            **self._model_inputs(input_ids),
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past,
@@ -122,6 +185,8 @@ class GPT2Serving(GeneratorServing):
         # The vocabulary head on the last position only: one row, not the whole sequence.
         return tf.matmul(hidden[:, -1, :], self._table(), transpose_b=True)
 
+    # --- the growing cache (transformers' layers at every step) -------------------------------
+
     def prefill(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, Any]:
         positions = left_pad_positions(attention_mask)
         hidden, past = self._forward(input_ids, attention_mask, positions, None)
@@ -129,6 +194,9 @@ class GPT2Serving(GeneratorServing):
         return self._next_logits(hidden), cache
 
     def step(self, token: tf.Tensor, cache: Any) -> tuple[tf.Tensor, Any]:
+        if self.static_cache:
+            logits, *rest = self._decode(token, *cache)
+            return logits, tuple(rest)
         past, mask, last_position = cache
         mask = tf.concat([mask, tf.ones_like(token)[:, None]], axis=1)
         position = last_position + 1
@@ -136,9 +204,102 @@ class GPT2Serving(GeneratorServing):
         return self._next_logits(hidden), (tuple(new_past), mask, position)
 
     def cache_invariants(self, cache: Any) -> Any:
+        if self.static_cache:
+            keys, values, _, _, _ = cache
+            layer = tf.TensorShape([None, self.n_head, None, self.head_dim])
+            return (
+                tuple(layer for _ in keys),
+                tuple(layer for _ in values),
+                tf.TensorShape([None, None]),
+                tf.TensorShape([None]),
+                tf.TensorShape([]),
+            )
         past, _, _ = cache
         layer = tf.TensorShape([2, None, self.n_head, None, self.head_dim])
         return (tuple(layer for _ in past), tf.TensorShape([None, None]), tf.TensorShape([None]))
+
+    # --- the static cache ---------------------------------------------------------------------
+
+    def cache_length(self, input_ids: tf.Tensor, budget: tf.Tensor) -> tf.Tensor:
+        """Cache slots for this request: the prompt and the budget, rounded up to the bucket.
+
+        The last generated token needs no slot (it is never fed back), so this is at least one
+        more than needed.
+        """
+        needed = tf.shape(input_ids)[1] + tf.maximum(budget, 0)
+        return (needed + self.cache_bucket - 1) // self.cache_bucket * self.cache_bucket
+
+    def generation_prefill(
+        self, input_ids: tf.Tensor, attention_mask: tf.Tensor, budget: tf.Tensor
+    ) -> tuple[tf.Tensor, Any]:
+        if not self.static_cache:
+            return self.prefill(input_ids, attention_mask)
+        positions = left_pad_positions(attention_mask)
+        hidden, past = self._forward(input_ids, attention_mask, positions, None)
+        prompt_length = tf.shape(input_ids)[1]
+        free = self.cache_length(input_ids, budget) - prompt_length
+        pad = [[0, 0], [0, 0], [0, free], [0, 0]]
+        keys = tuple(tf.pad(layer[0], pad) for layer in past)
+        values = tuple(tf.pad(layer[1], pad) for layer in past)
+        # Additive attention bias over the cache slots: the prompt's padding is never visible;
+        # the free slots become visible one per step (see _decode_step).
+        padding = tf.cast(1 - attention_mask, tf.float32) * -1e9
+        prompt_bias = tf.pad(padding, [[0, 0], [0, free]])
+        cache = (keys, values, prompt_bias, positions[:, -1], prompt_length)
+        return self._next_logits(hidden), cache
+
+    def _decode_step(
+        self,
+        token: tf.Tensor,
+        keys: tuple[tf.Tensor, ...],
+        values: tuple[tf.Tensor, ...],
+        prompt_bias: tf.Tensor,
+        last_position: tf.Tensor,
+        slot: tf.Tensor,
+    ) -> tuple[Any, ...]:
+        """One token through every block, its key and value written into cache slot ``slot``.
+
+        The same computation as transformers' TFBlock (pre-norm attention and MLP, tanh GELU),
+        on the same weights, for a single position.
+        """
+        main = self.model.transformer
+        table = self._table()
+        position = last_position + 1
+        x = tf.gather(table, token) + tf.gather(tf.convert_to_tensor(main.wpe.embeddings), position)
+        batch = tf.shape(token)[0]
+        slots = tf.shape(prompt_bias)[1]
+        # Slots after this one are not written yet: hide them.
+        bias = prompt_bias + tf.where(tf.range(slots) > slot, -1e9, 0.0)[None, :]
+        bias = bias[:, None, :]
+        # Where this token's key/value goes in every [batch, head] row of the cache.
+        rows = tf.reshape(tf.range(batch * self.n_head), [batch, self.n_head])
+        where = tf.stack(
+            [rows // self.n_head, rows % self.n_head, tf.fill([batch, self.n_head], slot)],
+            axis=-1,
+        )
+        heads = [batch, self.n_head, self.head_dim]
+        scale = 1.0 / float(self.head_dim) ** 0.5
+        new_keys: list[tf.Tensor] = []
+        new_values: list[tf.Tensor] = []
+        for block, k_cache, v_cache in zip(main.h, keys, values, strict=True):
+            a = _layer_norm(x, block.ln_1)
+            qkv = _linear(a, block.attn.c_attn)
+            q, k, v = (tf.reshape(part, heads) for part in tf.split(qkv, 3, axis=-1))
+            k_cache = tf.tensor_scatter_nd_update(k_cache, where, k)
+            v_cache = tf.tensor_scatter_nd_update(v_cache, where, v)
+            scores = tf.reduce_sum(q[:, :, None, :] * k_cache, axis=-1) * scale + bias
+            attended = tf.reduce_sum(_softmax(scores)[..., None] * v_cache, axis=2)
+            merged = tf.reshape(attended, [batch, self.n_head * self.head_dim])
+            x = x + _linear(merged, block.attn.c_proj)
+            m = _layer_norm(x, block.ln_2)
+            m = tf.nn.gelu(_linear(m, block.mlp.c_fc), approximate=True)
+            x = x + _linear(m, block.mlp.c_proj)
+            new_keys.append(k_cache)
+            new_values.append(v_cache)
+        logits = tf.matmul(_layer_norm(x, main.ln_f), table, transpose_b=True)
+        return logits, tuple(new_keys), tuple(new_values), prompt_bias, position, slot + 1
+
+    # --- scoring ------------------------------------------------------------------------------
 
     def full_logits(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tf.Tensor:
         hidden, _ = self._forward(input_ids, attention_mask, None, None)

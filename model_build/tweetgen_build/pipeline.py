@@ -76,6 +76,8 @@ class TrainOptions:
     vocab_size: int = 8000
     tokenizer: Path | None = None
     init_from: str | None = None
+    # GPT-2 only: compile the decoding step with XLA (the model server must allow XLA).
+    xla_decode: bool = False
     variant: str | None = None
     version: str | None = None
     unpacked: bool = False
@@ -169,6 +171,8 @@ def _hyperparameters(options: TrainOptions, model_config: dict[str, Any]) -> dic
     }
     if options.init_from:
         merged["init_from"] = options.init_from
+    if options.xla_decode:
+        merged["xla_decode"] = True
     return merged
 
 
@@ -212,7 +216,8 @@ def build_model(
     else:
         gpt2_settings = _model_config(GPT2Settings, "GPT-2", vocab_size, values)
         gpt2 = build_gpt2(gpt2_settings)
-    return gpt2, GPT2Serving(gpt2, eos_id), gpt2_settings.to_dict(), gpt2_settings.n_positions
+    serving = GPT2Serving(gpt2, eos_id, jit_compile=options.xla_decode)
+    return gpt2, serving, gpt2_settings.to_dict(), gpt2_settings.n_positions
 
 
 def default_version(kind: str, data_sha: str) -> str:

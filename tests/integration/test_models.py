@@ -177,3 +177,77 @@ def test_saved_model_reloads_in_a_fresh_process_with_tensorflow_only(
         result["ids"]
         == _generate(_load(unpacked, model), [prompt], new=8, temperature=0.0, seed=0)[0]
     )
+
+
+@pytest.fixture(scope="module")
+def random_gpt2() -> Any:
+    """A small random GPT-2 (no training): the decoding paths must agree on any weights."""
+    import keras
+    from tweetgen_build.gpt2 import GPT2Settings, build_gpt2
+
+    keras.utils.set_random_seed(5)
+    settings = GPT2Settings(
+        vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2, dropout=0.0
+    )
+    return build_gpt2(settings)
+
+
+def _module_generate(
+    module: Any, rows: list[list[int]], *, new: int, temperature: float, seed: int
+) -> list[list[int]]:
+    width = max(len(r) for r in rows)
+    ids = np.array([[0] * (width - len(r)) + r for r in rows], np.int32)
+    mask = np.array([[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32)
+    out = module.generate(
+        tf.constant(ids),
+        tf.constant(mask),
+        tf.constant(new),
+        tf.constant(temperature),
+        tf.constant(40),
+        tf.constant(seed, tf.int64),
+    )
+    return [
+        row[:n].tolist()
+        for row, n in zip(out["generated_ids"].numpy(), out["lengths"].numpy(), strict=True)
+    ]
+
+
+@pytest.mark.parametrize("bucket", [1, 4, 64])
+def test_gpt2_static_cache_equals_the_growing_cache_across_bucket_sizes(
+    random_gpt2: Any, bucket: int
+) -> None:
+    from tweetgen_build.gpt2 import GPT2Serving
+
+    growing = GPT2Serving(random_gpt2, eos_id=0, static_cache=False)
+    static = GPT2Serving(random_gpt2, eos_id=0, cache_bucket=bucket)
+    prompts = [[0, 5, 17, 250, 3], [0, 9], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
+    # Prompt + new tokens below, at, and past a bucket boundary, and past the position table
+    # (32 positions: the budget is cut to what fits).
+    for new in (1, 5, 13, 40):
+        for temperature, seed in ((0.0, 0), (1.0, 21)):
+            expected = _module_generate(
+                growing, prompts, new=new, temperature=temperature, seed=seed
+            )
+            got = _module_generate(static, prompts, new=new, temperature=temperature, seed=seed)
+            assert got == expected, (bucket, new, temperature)
+
+
+def test_gpt2_xla_decoding_step_gives_the_same_tokens(random_gpt2: Any) -> None:
+    from tweetgen_build.gpt2 import GPT2Serving
+
+    plain = GPT2Serving(random_gpt2, eos_id=0, cache_bucket=8)
+    xla = GPT2Serving(random_gpt2, eos_id=0, cache_bucket=8, jit_compile=True)
+    prompts = [[0, 5, 17, 250, 3], [0, 9]]
+    for new in (3, 12):  # two cache lengths: 8 and 24 slots
+        assert _module_generate(xla, prompts, new=new, temperature=0.0, seed=0) == (
+            _module_generate(plain, prompts, new=new, temperature=0.0, seed=0)
+        )
+
+
+def test_gpt2_serving_rejects_inconsistent_options(random_gpt2: Any) -> None:
+    from tweetgen_build.gpt2 import GPT2Serving
+
+    with pytest.raises(ValueError, match="static cache"):
+        GPT2Serving(random_gpt2, static_cache=False, jit_compile=True)
+    with pytest.raises(ValueError, match="cache_bucket"):
+        GPT2Serving(random_gpt2, cache_bucket=0)

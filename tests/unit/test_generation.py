@@ -118,3 +118,19 @@ def test_loop_ends_early_when_every_row_is_done_and_accepts_zero_tokens() -> Non
         0,
     )
     assert none["generated_ids"].shape == (1, 0)
+
+
+def test_top_k_candidates_equal_tf_top_k() -> None:
+    from tweetgen_build.generation import top_k_candidates
+
+    rng = np.random.default_rng(3)
+    for vocab, k in [(8000, 40), (8003, 40), (8000, 1), (100, 6), (100, 7), (33, 33), (5, 2)]:
+        logits = tf.constant(rng.normal(size=(3, vocab)).astype(np.float32))
+        values, ids = top_k_candidates(logits, tf.constant(k))
+        expected_values, expected_ids = tf.math.top_k(logits, k=k)
+        np.testing.assert_array_equal(values.numpy(), expected_values.numpy())
+        np.testing.assert_array_equal(ids.numpy(), expected_ids.numpy())
+    # Ties: equal values come out lowest id first, as with tf.math.top_k.
+    flat = tf.zeros([2, 1000])
+    _, ids = top_k_candidates(flat, tf.constant(20))
+    assert ids.numpy().tolist() == [list(range(20))] * 2
