@@ -1,6 +1,8 @@
 """Rollout task "Record": keep the model version and the rollout's steps and outcome.
 
-On success it then deletes endpoint configs and models older than the last ``KEEP_VERSIONS``.
+On success it then deletes endpoint configs and models older than the last ``KEEP_VERSIONS``
+and, where ``SCALING_MAX_INSTANCES`` is set (prod on instances), attaches each variant's
+target-tracking scaling policy (a new variant exists only now).
 Records go to the database (``DATABASE_URL`` or ``DATABASE_SECRET_ARN``), else to the JSON-lines
 file ``ROLLOUT_LOG_PATH`` when set, else to this function's logs.
 """
@@ -13,6 +15,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen.adapters.autoscaling import EndpointAutoScaling
 from tweetgen.adapters.rollout_log import JsonLinesRecorder, LogRecorder
 from tweetgen.adapters.sagemaker import SageMakerEndpoints
 from tweetgen.adapters.stepfunctions import RolloutExecutions
@@ -21,6 +24,7 @@ from tweetgen.services.rollout import (
     RolloutSettings,
     clean_up_versions,
     record_rollout,
+    scale_variants,
 )
 
 logger = Logger()
@@ -76,4 +80,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             # Old versions left behind cost storage, not correctness: never fail the rollout.
             logger.exception("cleaning up old versions failed")
             outcome["deleted"] = []
+    if succeeded and SETTINGS.scaling is not None:
+        try:
+            outcome["scaled"] = scale_variants(
+                endpoints=ENDPOINTS,
+                scaler=EndpointAutoScaling.from_environment(),
+                settings=SETTINGS,
+            )
+        except Exception:
+            # The model is live and serving: a missing policy needs a look, not a rollback.
+            logger.exception("attaching the scaling policies failed")
+            metrics.add_metric(name="ScalingPolicyFailures", unit=MetricUnit.Count, value=1)
+            outcome["scaled"] = []
     return outcome

@@ -143,11 +143,15 @@ class ProvisionReport:
     skipped: dict[str, str] = field(default_factory=dict)
     relays: dict[str, RelaySpec] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: Resources that a local server of the stack stands in for (logical id → which).
+    served: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"created {len(self.created)} resource(s): {', '.join(self.created) or '-'}"]
         if self.known:
             lines.append(f"named only (not created): {', '.join(self.known)}")
+        if self.served:
+            lines.append(f"served by the local GraphQL server: {', '.join(self.served)}")
         lines.extend(f"skipped {lid}: {why}" for lid, why in self.skipped.items())
         lines.extend(self.notes)
         return "\n".join(lines)
@@ -209,7 +213,16 @@ class Provisioner:
             "AWS::Serverless::Api": self._rest_api,
             "AWS::ApiGateway::RestApi": self._rest_api,
             "AWS::Lambda::EventSourceMapping": self._event_source_mapping,
+            "AWS::RDS::DBCluster": self._database_cluster,
             **dict.fromkeys(_SAGEMAKER_NAMES, self._sagemaker),
+        }
+        # Named as CloudFormation would, and served by tweetgen_local.graphql_server.
+        self._served: dict[str, Callable[[Resource], None]] = {
+            "AWS::AppSync::GraphQLApi": self._appsync_api,
+            "AWS::AppSync::GraphQLSchema": self._appsync_part,
+            "AWS::AppSync::ApiKey": self._appsync_part,
+            "AWS::AppSync::DataSource": self._appsync_part,
+            "AWS::AppSync::Resolver": self._appsync_part,
         }
 
     # ---------------------------------------------------------------- driver
@@ -235,6 +248,9 @@ class Provisioner:
             elif resource.type in self._named:
                 self._named[resource.type](resource)
                 self.report.known[logical_id] = resource.type
+            elif resource.type in self._served:
+                self._served[resource.type](resource)
+                self.report.served[logical_id] = resource.type
             elif resource.type.startswith("AWS::SageMaker::"):
                 self.report.skipped[logical_id] = (
                     f"{resource.type}: SageMaker is served by the local hosting service"
@@ -729,6 +745,32 @@ class Provisioner:
         key = f"{self.ctx.stack_name}/{resource.logical_id}"
         self.ctx.set_resource(resource.logical_id, str(uuid.uuid5(uuid.NAMESPACE_URL, key)))
 
+    def _database_cluster(self, resource: Resource) -> None:
+        """An Aurora cluster: named only. The functions' DATABASE_URL (SQLite, or the MySQL
+        the stack was given) wins over the host and secret that resolve here."""
+        ctx = self.ctx
+        name = self._resolve(resource, "DBClusterIdentifier") or physical_name(
+            ctx, resource.logical_id, limit=63, lower=True
+        )
+        port = str(self._resolve(resource, "Port") or 3306)
+        secret = f"rds!cluster-{uuid.uuid5(uuid.NAMESPACE_URL, f'{ctx.stack_name}/{name}')}"
+        ctx.set_resource(
+            resource.logical_id,
+            name,
+            **{
+                "DBClusterArn": ctx.arn("rds", f"cluster:{name}"),
+                "DBClusterResourceId": f"cluster-{_suffix(ctx, resource.logical_id, 26)}",
+                "Endpoint.Address": "127.0.0.1",
+                "Endpoint.Port": port,
+                "ReadEndpoint.Address": "127.0.0.1",
+                "MasterUserSecret.SecretArn": ctx.arn("secretsmanager", f"secret:{secret}-AbCdEf"),
+            },
+        )
+        self.report.notes.append(
+            f"{resource.logical_id}: {resource.type} is not created (the functions use the local "
+            "stack's database); its endpoint and secret resolve"
+        )
+
     def _sagemaker(self, resource: Resource) -> None:
         key, kind = _SAGEMAKER_NAMES[resource.type]
         name = self._resolve(resource, key) or physical_name(
@@ -740,6 +782,49 @@ class Provisioner:
             f"{resource.logical_id}: {resource.type} is not created in moto (the local hosting "
             "service serves SageMaker); its name and ARN resolve"
         )
+
+    # ---------------------------------------------------------------- AppSync
+
+    def _appsync_api(self, resource: Resource) -> None:
+        ctx = self.ctx
+        api_id = _suffix(ctx, resource.logical_id, 26).lower()
+        arn = ctx.arn("appsync", f"apis/{api_id}")
+        host = f"{api_id}.appsync-api.{ctx.region}.{ctx.url_suffix}"
+        realtime = f"{api_id}.appsync-realtime-api.{ctx.region}.{ctx.url_suffix}"
+        ctx.set_resource(
+            resource.logical_id,
+            arn,
+            ApiId=api_id,
+            Arn=arn,
+            GraphQLDns=host,
+            GraphQLUrl=f"https://{host}/graphql",
+            GraphQLEndpointArn=arn,
+            RealtimeDns=realtime,
+            RealtimeUrl=f"wss://{realtime}/graphql",
+        )
+
+    def _appsync_part(self, resource: Resource) -> None:
+        """Schema, API key, data source or resolver: the ids CloudFormation would return."""
+        ctx = self.ctx
+        api_id = self._resolve(resource, "ApiId")
+        kind = resource.type.rsplit("::", 1)[-1]
+        if kind == "GraphQLSchema":
+            ctx.set_resource(resource.logical_id, f"{api_id}GraphQLSchema")
+        elif kind == "ApiKey":
+            key_id = f"da2-{_suffix(ctx, resource.logical_id, 26).lower()}"
+            arn = ctx.arn("appsync", f"apis/{api_id}/apikeys/{key_id}")
+            ctx.set_resource(resource.logical_id, arn, ApiKey=key_id, ApiKeyId=key_id, Arn=arn)
+        elif kind == "DataSource":
+            name = self._resolve(resource, "Name")
+            arn = ctx.arn("appsync", f"apis/{api_id}/datasources/{name}")
+            ctx.set_resource(resource.logical_id, arn, DataSourceArn=arn, Name=name)
+        else:
+            type_name = self._resolve(resource, "TypeName")
+            field_name = self._resolve(resource, "FieldName")
+            arn = ctx.arn("appsync", f"apis/{api_id}/types/{type_name}/resolvers/{field_name}")
+            ctx.set_resource(
+                resource.logical_id, arn, ResolverArn=arn, TypeName=type_name, FieldName=field_name
+            )
 
     # ---------------------------------------------------------------- function events
 
@@ -1275,7 +1360,7 @@ class _ApiRequestHandler(BaseHTTPRequestHandler):
 class TriggerRecord:
     """One delivery by the wiring (kept for inspection and tests)."""
 
-    source: str  # "sqs" | "relay" | "schedule" | "manual" (trigger_schedule) | "api"
+    source: str  # "sqs" | "relay" | "schedule" | "manual" (trigger_schedule) | "api" | "graphql"
     trigger: str
     function: str
     event: Any

@@ -489,6 +489,9 @@ def build_model_trainer(
     image = spec.image_uri or training_image_uri(
         region, spec.instance_type, spec.framework_version, spec.py_version
     )
+    # Stage the code beside the job's output (the deployed stack's training-jobs/ prefix):
+    # the training role can read it there, and no SageMaker default bucket is created.
+    output_bucket, _, output_prefix = spec.output_s3_uri.removeprefix("s3://").partition("/")
     channels = [InputData(channel_name=TRAIN_CHANNEL, data_source=spec.train_s3_uri)]
     if spec.tokenizer_s3_uri:
         channels.append(
@@ -497,7 +500,11 @@ def build_model_trainer(
     if spec.init_s3_uri:
         channels.append(InputData(channel_name=INIT_CHANNEL, data_source=spec.init_s3_uri))
     return ModelTrainer(
-        sagemaker_session=Session(boto_session=session),
+        sagemaker_session=Session(
+            boto_session=session,
+            default_bucket=output_bucket,
+            default_bucket_prefix=output_prefix.strip("/") or None,
+        ),
         role=spec.role_arn,
         base_job_name=spec.base_job_name,
         training_image=image,

@@ -13,23 +13,29 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from tweetgen.adapters.autoscaling import EndpointAutoScaling
 from tweetgen.adapters.rollout_log import JsonLinesRecorder, read_records
 from tweetgen.adapters.s3 import ArtifactStore
 from tweetgen.adapters.sagemaker import InvocationFailed, ModelAnswer, SageMakerEndpoints
 from tweetgen.adapters.stepfunctions import RolloutExecutions, state_machine_arn, steps_from_history
 from tweetgen.domain.rollout import (
     EndpointState,
+    HostingConflict,
     NewVariantSettings,
+    ScalingSettings,
+    ServerlessSettings,
     VariantState,
     endpoint_config_name,
     is_sagemaker_name,
     model_name,
     plan_endpoint_config,
     poll_schedule,
+    scaling_requests,
 )
 from tweetgen.services.rollout import (
     ArtifactRejected,
     EndpointBusy,
+    HostingUnsupported,
     InvalidModelKey,
     QueuedExecution,
     RolloutQueued,
@@ -40,6 +46,7 @@ from tweetgen.services.rollout import (
     describe_failure,
     plan_rollout,
     record_rollout,
+    scale_variants,
     smoke_test,
     validate_upload,
 )
@@ -231,6 +238,186 @@ def test_plan_adds_a_new_variant_creates_a_missing_endpoint_and_skips_a_no_op() 
     assert same.action == "none" and same.config_name == "c1"
 
 
+SERVERLESS = ServerlessSettings(memory_size_mb=2048, max_concurrency=4)
+
+
+def _serverless_spec(variant: str, model: str) -> dict[str, Any]:
+    return {
+        "VariantName": variant,
+        "ModelName": model,
+        "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 4},
+        "InitialVariantWeight": 1.0,
+    }
+
+
+def test_a_serverless_endpoint_is_created_and_updated_without_instances() -> None:
+    new = NewVariantSettings(serverless=SERVERLESS, weight=1.0)
+    created = plan_endpoint_config(
+        "tweetgen", None, [], variant="lstm", model="m-lstm-1", config_name="c0", new_variant=new
+    )
+    assert created.production_variants == [_serverless_spec("lstm", "m-lstm-1")]
+    assert created.serverless and created.as_dict()["serverless"] is True
+
+    # DescribeEndpoint reports no instance count for a serverless variant.
+    endpoint = EndpointState("tweetgen", "InService", "c0", (VariantState("lstm", 1.0, None),))
+    updated = plan_endpoint_config(
+        "tweetgen",
+        endpoint,
+        created.production_variants,
+        variant="lstm",
+        model="m-lstm-2",
+        config_name="c1",
+        new_variant=new,
+    )
+    assert updated.action == "update" and updated.serverless
+    assert updated.production_variants == [_serverless_spec("lstm", "m-lstm-2")]
+
+
+def test_serverless_endpoints_serve_one_variant_and_instances_never_turn_serverless() -> None:
+    serverless = EndpointState("tweetgen", "InService", "c0", (VariantState("lstm", 1.0),))
+    with pytest.raises(HostingConflict, match="one production variant per endpoint"):
+        plan_endpoint_config(
+            "tweetgen",
+            serverless,
+            [_serverless_spec("lstm", "m-lstm-1")],
+            variant="gpt2",
+            model="m-gpt2-1",
+            config_name="c1",
+            new_variant=NewVariantSettings(serverless=SERVERLESS),
+        )
+
+    on_instances = EndpointState("tweetgen", "InService", "c0", (VariantState("lstm", 1.0, 2),))
+    current = [
+        {
+            "VariantName": "lstm",
+            "ModelName": "m-lstm-1",
+            "InstanceType": "ml.m5.large",
+            "InitialInstanceCount": 1,
+            "InitialVariantWeight": 1.0,
+        }
+    ]
+    with pytest.raises(HostingConflict, match="ServerlessInference=false"):
+        plan_endpoint_config(
+            "tweetgen",
+            on_instances,
+            current,
+            variant="gpt2",
+            model="m-gpt2-1",
+            config_name="c1",
+            new_variant=NewVariantSettings(serverless=SERVERLESS),
+        )
+    # The variant on instances keeps its instances (and its live count) under a serverless
+    # setting: SageMaker cannot convert it.
+    kept = plan_endpoint_config(
+        "tweetgen",
+        on_instances,
+        current,
+        variant="lstm",
+        model="m-lstm-2",
+        config_name="c1",
+        new_variant=NewVariantSettings(serverless=SERVERLESS),
+    )
+    assert kept.production_variants == [
+        {**current[0], "ModelName": "m-lstm-2", "InitialInstanceCount": 2}
+    ]
+    assert not kept.serverless
+
+
+def test_a_serverless_endpoint_moves_onto_instances_to_take_a_second_variant() -> None:
+    endpoint = EndpointState("tweetgen", "InService", "c0", (VariantState("lstm", 1.0),))
+    new = NewVariantSettings(instance_type="ml.c5.large", instance_count=2, weight=0.5)
+
+    plan = plan_endpoint_config(
+        "tweetgen",
+        endpoint,
+        [_serverless_spec("lstm", "m-lstm-1")],
+        variant="gpt2",
+        model="m-gpt2-1",
+        config_name="c1",
+        new_variant=new,
+    )
+
+    lstm, gpt2 = plan.production_variants
+    assert lstm == {
+        "VariantName": "lstm",
+        "ModelName": "m-lstm-1",
+        "InitialVariantWeight": 1.0,
+        "InstanceType": "ml.c5.large",
+        "InitialInstanceCount": 2,
+    }
+    assert gpt2["InstanceType"] == "ml.c5.large" and "ServerlessConfig" not in gpt2
+    assert "moves from serverless onto instances" in plan.reason
+    assert plan.serverless  # the old fleet is serverless: traffic moves all at once
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"memory_size_mb": 1500}, "memory must be one of 1024, 2048"),
+        ({"max_concurrency": 0}, "max concurrency must be 1 to 200"),
+        ({"max_concurrency": 2, "provisioned_concurrency": 3}, "provisioned concurrency"),
+    ],
+)
+def test_serverless_settings_are_checked(settings: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServerlessSettings(**settings)
+
+
+def test_scaling_requests_track_invocations_per_instance_of_one_variant() -> None:
+    target, policy = scaling_requests(
+        "tweetgen", "gpt2", ScalingSettings(min_instances=1, max_instances=6)
+    )
+    assert target == {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": "endpoint/tweetgen/variant/gpt2",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        "MinCapacity": 1,
+        "MaxCapacity": 6,
+    }
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    assert policy["ResourceId"] == target["ResourceId"]
+    assert tracking["PredefinedMetricSpecification"] == {
+        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+    }
+    assert tracking["TargetValue"] == 60.0
+    with pytest.raises(ValueError, match="min instances <= max instances"):
+        ScalingSettings(min_instances=3, max_instances=2)
+
+
+def test_settings_read_hosting_and_scaling_from_the_template_environment() -> None:
+    instances = RolloutSettings.from_environment(
+        {
+            "ENDPOINT_NAME": "tweetgen",
+            "NEW_VARIANT_INSTANCE_TYPE": "ml.c5.xlarge",
+            "NEW_VARIANT_INSTANCE_COUNT": "2",
+            "NEW_VARIANT_WEIGHT": "0.5",
+            "NEW_VARIANT_SERVERLESS": "false",
+            "NEW_VARIANT_SERVERLESS_MEMORY_MB": "2048",
+            "SCALING_MIN_INSTANCES": "",
+            "SCALING_MAX_INSTANCES": "",
+        }
+    )
+    assert instances.new_variant == NewVariantSettings("ml.c5.xlarge", 2, 0.5, None)
+    assert instances.scaling is None
+
+    serverless = RolloutSettings.from_environment(
+        {
+            "ENDPOINT_NAME": "tweetgen",
+            "NEW_VARIANT_SERVERLESS": "true",
+            "NEW_VARIANT_SERVERLESS_MEMORY_MB": "4096",
+            "NEW_VARIANT_SERVERLESS_MAX_CONCURRENCY": "8",
+            "SCALING_MIN_INSTANCES": "2",
+            "SCALING_MAX_INSTANCES": "5",
+            "SCALING_INVOCATIONS_PER_INSTANCE": "120",
+        }
+    )
+    assert serverless.new_variant.serverless == ServerlessSettings(4096, 8)
+    assert serverless.scaling == ScalingSettings(2, 5, 120.0)
+    with pytest.raises(ValueError, match="NEW_VARIANT_SERVERLESS must be true or false"):
+        RolloutSettings.from_environment({"ENDPOINT_NAME": "e", "NEW_VARIANT_SERVERLESS": "on"})
+
+
 # --------------------------------------------------------------------------- validate
 
 
@@ -365,6 +552,96 @@ def test_rollouts_queue_behind_earlier_running_executions(aws: None) -> None:
     with pytest.raises(RolloutQueued, match="1 earlier rollout"):
         plan_rollout(artifact, execution_id=second, **common)
     assert plan_rollout(artifact, execution_id=first, **common)["action"] == "create"
+
+
+def test_a_rollout_keeps_the_instance_count_the_autoscaler_chose(aws: None) -> None:
+    endpoint_with(
+        {"lstm": "tweetgen-lstm-v1", "gpt2": "tweetgen-gpt2-v1"}, {"lstm": 0.5, "gpt2": 0.5}
+    )
+    # Application Auto Scaling scales through UpdateEndpointWeightsAndCapacities.
+    sagemaker().update_endpoint_weights_and_capacities(
+        EndpointName="tweetgen",
+        DesiredWeightsAndCapacities=[{"VariantName": "gpt2", "DesiredInstanceCount": 5}],
+    )
+    SageMakerWait.in_service()
+
+    plan = plan_rollout(
+        {"variant": "lstm", "model_name": "tweetgen-lstm-v2"},
+        execution_id="arn:aws:states:us-east-1:123456789012:execution:tweetgen-rollout:r1",
+        started_at=STARTED,
+        endpoints=SageMakerEndpoints(sagemaker()),
+        queue=NoQueue(),
+        settings=SETTINGS,
+    )
+
+    counts = {v["VariantName"]: v["InitialInstanceCount"] for v in plan["production_variants"]}
+    assert counts == {"lstm": 2, "gpt2": 5}  # the config said 2 for both
+
+
+def test_plan_on_a_serverless_endpoint_shifts_traffic_all_at_once(aws: None) -> None:
+    settings = RolloutSettings(
+        endpoint_name="tweetgen",
+        new_variant=NewVariantSettings(serverless=SERVERLESS),
+        guardrail_alarms={"lstm": ["tweetgen-lstm-5xx"]},
+        canary_wait_s=120,
+    )
+    sm = sagemaker()
+    sm.create_model(
+        ModelName="tweetgen-lstm-v1",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": "img", "ModelDataUrl": f"s3://{BUCKET}/m"},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="c1", ProductionVariants=[_serverless_spec("lstm", "tweetgen-lstm-v1")]
+    )
+    sm.create_endpoint(EndpointName="tweetgen", EndpointConfigName="c1")
+    SageMakerWait.in_service()
+    common: dict[str, Any] = {
+        "execution_id": "arn:aws:states:us-east-1:123456789012:execution:tweetgen-rollout:r1",
+        "started_at": STARTED,
+        "endpoints": SageMakerEndpoints(sm),
+        "queue": NoQueue(),
+        "settings": settings,
+    }
+
+    plan = plan_rollout({"variant": "lstm", "model_name": "tweetgen-lstm-v2"}, **common)
+
+    assert plan["production_variants"] == [_serverless_spec("lstm", "tweetgen-lstm-v2")]
+    assert plan["deployment_config"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {
+        "Type": "ALL_AT_ONCE",
+        "WaitIntervalInSeconds": 120,
+    }
+    assert plan["deployment_config"]["AutoRollbackConfiguration"]["Alarms"]
+    with pytest.raises(HostingUnsupported, match="one production variant per endpoint"):
+        plan_rollout({"variant": "gpt2", "model_name": "tweetgen-gpt2-v1"}, **common)
+
+
+def test_scale_variants_attaches_a_policy_to_each_variant_on_instances(aws: None) -> None:
+    endpoint_with(
+        {"lstm": "tweetgen-lstm-v1", "gpt2": "tweetgen-gpt2-v1"}, {"lstm": 0.5, "gpt2": 0.5}
+    )
+    endpoints = SageMakerEndpoints(sagemaker())
+    client = boto3.client("application-autoscaling", region_name=REGION)
+    scaler = EndpointAutoScaling(client)
+    settings = RolloutSettings(
+        endpoint_name="tweetgen", scaling=ScalingSettings(min_instances=2, max_instances=8)
+    )
+
+    assert scale_variants(endpoints=endpoints, scaler=scaler, settings=SETTINGS) == []
+    assert scale_variants(endpoints=endpoints, scaler=scaler, settings=settings) == [
+        "lstm",
+        "gpt2",
+    ]
+    # A second rollout registers again without duplicating anything.
+    scale_variants(endpoints=endpoints, scaler=scaler, settings=settings)
+
+    targets = client.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert sorted((t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in targets) == [
+        ("endpoint/tweetgen/variant/gpt2", 2, 8),
+        ("endpoint/tweetgen/variant/lstm", 2, 8),
+    ]
+    policies = scaler.policies("endpoint/tweetgen/variant/gpt2")
+    assert [p["PolicyType"] for p in policies] == ["TargetTrackingScaling"]
 
 
 # --------------------------------------------------------------------------- smoke test

@@ -566,6 +566,14 @@ def test_launch_sends_the_training_job_request(offline_aws: Any) -> None:
     assert channels["train"] == "s3://tweetgen-data/sentiment140/"
     assert channels["tokenizer"] == "s3://tweetgen-data/tokenizer/"
     assert set(channels) == {"train", "tokenizer", "code", "sm_drivers"}
+    # The code is staged beside the output, which the stack's training role may read (it
+    # reads nothing else but the training data).
+    for name in ("code", "sm_drivers"):
+        assert channels[name].startswith("s3://tweetgen-artifacts/training/tweetgen/"), channels
+    buckets = {
+        b["Name"] for b in boto3.client("s3", region_name="eu-west-1").list_buckets()["Buckets"]
+    }
+    assert buckets == {"tweetgen-data", "tweetgen-artifacts"}  # no SageMaker default bucket
 
     # The code channel holds the entry point, its requirements and both packages; the drivers
     # channel names train.py as the entry script and requirements.txt as what to install.

@@ -18,17 +18,23 @@ from typing import Any, Literal
 __all__ = [
     "SAGEMAKER_NAME_MAX_LENGTH",
     "SAGEMAKER_NAME_PATTERN",
+    "SERVERLESS_MEMORY_SIZES_MB",
     "TRANSITIONAL_STATUSES",
     "EndpointState",
+    "HostingConflict",
     "NewVariantSettings",
     "RolloutAction",
     "RolloutPlan",
+    "ScalingSettings",
+    "ServerlessSettings",
     "VariantState",
     "endpoint_config_name",
     "is_sagemaker_name",
+    "is_serverless_variant",
     "model_name",
     "plan_endpoint_config",
     "poll_schedule",
+    "scaling_requests",
 ]
 
 # SageMaker's rule for model, endpoint config and endpoint names.
@@ -39,8 +45,19 @@ TRANSITIONAL_STATUSES = frozenset(
     {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
 )
 _DIGEST_LENGTH = 8
+# SageMaker Serverless Inference: memory in 1 GB steps, at most 200 concurrent invocations.
+SERVERLESS_MEMORY_SIZES_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+SERVERLESS_MAX_CONCURRENCY = 200
 
 RolloutAction = Literal["create", "update", "none"]
+
+
+class HostingConflict(ValueError):
+    """The planned config is one SageMaker cannot host.
+
+    Serverless Inference serves one production variant per endpoint, and SageMaker cannot turn
+    an endpoint on instances into a serverless one.
+    """
 
 
 def is_sagemaker_name(value: str) -> bool:
@@ -126,6 +143,8 @@ class EndpointState:
     config_name: str
     variants: tuple[VariantState, ...] = ()
     failure_reason: str | None = None
+    #: When the endpoint last changed (a config update or new weights and capacities).
+    last_modified: datetime | None = None
 
     @property
     def settled(self) -> bool:
@@ -137,21 +156,71 @@ class EndpointState:
 
 
 @dataclass(frozen=True)
+class ServerlessSettings:
+    """A variant on SageMaker Serverless Inference: no instances, nothing to pay while idle."""
+
+    memory_size_mb: int = 3072
+    max_concurrency: int = 5
+    provisioned_concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.memory_size_mb not in SERVERLESS_MEMORY_SIZES_MB:
+            sizes = ", ".join(map(str, SERVERLESS_MEMORY_SIZES_MB))
+            problems.append(f"memory must be one of {sizes} MB, got {self.memory_size_mb}")
+        if not 1 <= self.max_concurrency <= SERVERLESS_MAX_CONCURRENCY:
+            problems.append(
+                f"max concurrency must be 1 to {SERVERLESS_MAX_CONCURRENCY}, "
+                f"got {self.max_concurrency}"
+            )
+        provisioned = self.provisioned_concurrency
+        if provisioned is not None and not 1 <= provisioned <= self.max_concurrency:
+            problems.append(
+                f"provisioned concurrency must be 1 to the max concurrency "
+                f"({self.max_concurrency}), got {provisioned}"
+            )
+        if problems:
+            raise ValueError("serverless variant: " + "; ".join(problems))
+
+    def config(self) -> dict[str, int]:
+        """The production variant's ``ServerlessConfig``."""
+        config = {"MemorySizeInMB": self.memory_size_mb, "MaxConcurrency": self.max_concurrency}
+        if self.provisioned_concurrency is not None:
+            config["ProvisionedConcurrency"] = self.provisioned_concurrency
+        return config
+
+
+def is_serverless_variant(spec: Mapping[str, Any]) -> bool:
+    """Whether a production variant (of an endpoint config) runs on Serverless Inference."""
+    return bool(spec.get("ServerlessConfig"))
+
+
+@dataclass(frozen=True)
 class NewVariantSettings:
-    """How a variant that the endpoint does not have yet is hosted."""
+    """How a variant that the endpoint does not have yet is hosted: on ``instance_count``
+    instances of ``instance_type``, or on Serverless Inference when ``serverless`` is set."""
 
     instance_type: str = "ml.m5.large"
     instance_count: int = 1
     weight: float = 1.0
+    serverless: ServerlessSettings | None = None
 
     def production_variant(self, variant: str, model: str) -> dict[str, Any]:
-        return {
-            "VariantName": variant,
-            "ModelName": model,
-            "InstanceType": self.instance_type,
-            "InitialInstanceCount": self.instance_count,
-            "InitialVariantWeight": self.weight,
-        }
+        spec: dict[str, Any] = {"VariantName": variant, "ModelName": model}
+        if self.serverless is not None:
+            spec["ServerlessConfig"] = self.serverless.config()
+        else:
+            spec["InstanceType"] = self.instance_type
+            spec["InitialInstanceCount"] = self.instance_count
+        spec["InitialVariantWeight"] = self.weight
+        return spec
+
+    def on_instances(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """A serverless variant moved onto instances (the one way SageMaker converts)."""
+        moved = {k: copy.deepcopy(v) for k, v in spec.items() if k != "ServerlessConfig"}
+        moved["InstanceType"] = self.instance_type
+        moved["InitialInstanceCount"] = self.instance_count
+        return moved
 
 
 @dataclass(frozen=True)
@@ -166,6 +235,8 @@ class RolloutPlan:
     reason: str = ""
     # The model this variant ran before (None when it is new): what a rollback must serve again.
     previous_model: str | None = None
+    # Serverless variants before or after: SageMaker shifts their traffic all at once.
+    serverless: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -176,11 +247,16 @@ class RolloutPlan:
             "production_variants": copy.deepcopy(self.production_variants),
             "reason": self.reason,
             "previous_model": self.previous_model,
+            "serverless": self.serverless,
         }
 
 
 def _carried(spec: Mapping[str, Any], live: VariantState | None) -> dict[str, Any]:
-    """A variant of the current config, with the weight and instance count it runs with now."""
+    """A variant of the current config, with the weight and instance count it runs with now.
+
+    The count is the live ``CurrentInstanceCount`` (what Application Auto Scaling chose), not
+    the config's initial count: a rollout must not undo a scale-out.
+    """
     carried = copy.deepcopy(dict(spec))
     if live is not None and live.current_weight is not None:
         carried["InitialVariantWeight"] = live.current_weight
@@ -191,6 +267,21 @@ def _carried(spec: Mapping[str, Any], live: VariantState | None) -> dict[str, An
     ):
         carried["InitialInstanceCount"] = live.current_instance_count
     return carried
+
+
+def _check_hosting(endpoint_name: str, variants: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a config SageMaker would refuse: a serverless variant beside any other."""
+    serverless = [str(v.get("VariantName")) for v in variants if is_serverless_variant(v)]
+    if not serverless or len(variants) == 1:
+        return
+    names = ", ".join(str(v.get("VariantName")) for v in variants)
+    raise HostingConflict(
+        f"endpoint {endpoint_name} would hold variants {names}, but SageMaker Serverless "
+        f"Inference serves one production variant per endpoint ({', '.join(serverless)} would "
+        "be serverless). To A/B test the models, host them on instances: deploy the stack with "
+        "ServerlessInference=false (a serverless endpoint moves onto instances with its next "
+        "rollout; an endpoint on instances never becomes serverless). Nothing was changed"
+    )
 
 
 def plan_endpoint_config(
@@ -206,10 +297,16 @@ def plan_endpoint_config(
     """The next endpoint config: the current one with only ``variant``'s model replaced.
 
     Every other variant keeps its model, instance settings and current weight (an A/B test
-    in progress is not disturbed); this variant keeps its settings and weight too and only
-    changes model. A variant the endpoint lacks is added with ``new_variant``. With no
-    endpoint yet the endpoint is created with this variant alone. When the variant already
-    runs ``model`` nothing changes (a re-upload of the same version is a no-op).
+    in progress is not disturbed), and the instance count it runs with now (what the
+    autoscaler chose); this variant keeps its settings, weight and count too and only changes
+    model. A variant the endpoint lacks is added with ``new_variant``. With no endpoint yet
+    the endpoint is created with this variant alone. When the variant already runs ``model``
+    nothing changes (a re-upload of the same version is a no-op).
+
+    Hosting: ``new_variant.serverless`` hosts a new endpoint on Serverless Inference, which
+    serves one variant. When ``new_variant`` is on instances, serverless variants move onto
+    instances (SageMaker converts that way only); a variant on instances stays there.
+    A config SageMaker cannot host raises :class:`HostingConflict`.
     """
     if endpoint is None:
         return RolloutPlan(
@@ -219,9 +316,11 @@ def plan_endpoint_config(
             previous_config=None,
             production_variants=[new_variant.production_variant(variant, model)],
             reason=f"no endpoint yet: create it with variant {variant}",
+            serverless=new_variant.serverless is not None,
         )
     variants: list[dict[str, Any]] = []
     replaced = None
+    moved: list[str] = []
     for spec in current_variants:
         carried = _carried(spec, endpoint.variant(str(spec.get("VariantName"))))
         if carried.get("VariantName") == variant:
@@ -237,12 +336,21 @@ def plan_endpoint_config(
             production_variants=[copy.deepcopy(dict(spec)) for spec in current_variants],
             reason=f"variant {variant} already runs model {model}: nothing to change",
             previous_model=model,
+            serverless=any(is_serverless_variant(spec) for spec in current_variants),
         )
+    if new_variant.serverless is None:
+        for index, spec in enumerate(variants):
+            if is_serverless_variant(spec):
+                variants[index] = new_variant.on_instances(spec)
+                moved.append(str(spec.get("VariantName")))
     if replaced is None:
         variants.append(new_variant.production_variant(variant, model))
         reason = f"add variant {variant} with model {model}"
     else:
         reason = f"variant {variant}: model {replaced} -> {model}"
+    if moved:
+        reason += f" (variant {', '.join(moved)} moves from serverless onto instances)"
+    _check_hosting(endpoint_name, variants)
     return RolloutPlan(
         action="update",
         endpoint_name=endpoint_name,
@@ -251,4 +359,70 @@ def plan_endpoint_config(
         production_variants=variants,
         reason=reason,
         previous_model=replaced,
+        serverless=any(is_serverless_variant(spec) for spec in [*current_variants, *variants]),
     )
+
+
+# --------------------------------------------------------------------------- scaling
+
+#: Application Auto Scaling's names for a production variant's instance count.
+SCALING_NAMESPACE = "sagemaker"
+SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+SCALING_METRIC = "SageMakerVariantInvocationsPerInstance"
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    """Target tracking on invocations per instance, per production variant on instances."""
+
+    min_instances: int = 1
+    max_instances: int = 4
+    invocations_per_instance: float = 60.0
+    scale_in_cooldown_s: int = 300
+    scale_out_cooldown_s: int = 60
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_instances <= self.max_instances:
+            raise ValueError(
+                "scaling needs 1 <= min instances <= max instances, got "
+                f"min {self.min_instances} and max {self.max_instances}"
+            )
+        if not (math.isfinite(self.invocations_per_instance) and self.invocations_per_instance > 0):
+            raise ValueError(
+                "the scaling target (invocations per instance per minute) must be positive, "
+                f"got {self.invocations_per_instance}"
+            )
+        if self.scale_in_cooldown_s < 0 or self.scale_out_cooldown_s < 0:
+            raise ValueError("scaling cooldowns must not be negative")
+
+
+def scaling_requests(
+    endpoint_name: str, variant: str, settings: ScalingSettings
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """RegisterScalableTarget's and PutScalingPolicy's arguments for one variant.
+
+    Both calls are idempotent: repeating them after every rollout keeps the variant scaled
+    (a target registered again keeps the instances it runs).
+    """
+    resource_id = f"endpoint/{endpoint_name}/variant/{variant}"
+    target = {
+        "ServiceNamespace": SCALING_NAMESPACE,
+        "ResourceId": resource_id,
+        "ScalableDimension": SCALABLE_DIMENSION,
+        "MinCapacity": settings.min_instances,
+        "MaxCapacity": settings.max_instances,
+    }
+    policy = {
+        "PolicyName": f"{endpoint_name}-{variant}-invocations-per-instance",
+        "ServiceNamespace": SCALING_NAMESPACE,
+        "ResourceId": resource_id,
+        "ScalableDimension": SCALABLE_DIMENSION,
+        "PolicyType": "TargetTrackingScaling",
+        "TargetTrackingScalingPolicyConfiguration": {
+            "TargetValue": float(settings.invocations_per_instance),
+            "PredefinedMetricSpecification": {"PredefinedMetricType": SCALING_METRIC},
+            "ScaleInCooldown": settings.scale_in_cooldown_s,
+            "ScaleOutCooldown": settings.scale_out_cooldown_s,
+        },
+    }
+    return target, policy

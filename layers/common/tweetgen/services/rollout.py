@@ -28,11 +28,16 @@ from tweetgen.domain.artifact import (
 )
 from tweetgen.domain.rollout import (
     EndpointState,
+    HostingConflict,
     NewVariantSettings,
+    ScalingSettings,
+    ServerlessSettings,
     endpoint_config_name,
+    is_serverless_variant,
     model_name,
     plan_endpoint_config,
     poll_schedule,
+    scaling_requests,
 )
 
 __all__ = [
@@ -41,8 +46,10 @@ __all__ = [
     "ArtifactSource",
     "EndpointBusy",
     "EndpointControl",
+    "EndpointScaler",
     "EndpointUnusable",
     "ExecutionHistory",
+    "HostingUnsupported",
     "InvalidModelKey",
     "ModelInvoker",
     "QueuedExecution",
@@ -58,6 +65,7 @@ __all__ = [
     "describe_failure",
     "plan_rollout",
     "record_rollout",
+    "scale_variants",
     "smoke_test",
     "validate_upload",
 ]
@@ -96,6 +104,10 @@ class EndpointUnusable(RolloutError):
     """The endpoint is in a state no update can start from (Failed, OutOfService)."""
 
 
+class HostingUnsupported(RolloutError):
+    """SageMaker cannot host the planned config (a serverless endpoint serves one variant)."""
+
+
 class SmokeTestFailed(RolloutError):
     """The new variant did not answer the fixed request with a well-formed generation."""
 
@@ -119,6 +131,46 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from None
 
 
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("true", "1", "yes"):
+        return True
+    if raw in ("false", "0", "no"):
+        return False
+    raise ValueError(f"environment variable {name} must be true or false, got {raw!r}")
+
+
+def _serverless_settings(env: Mapping[str, str]) -> ServerlessSettings | None:
+    """``NEW_VARIANT_SERVERLESS=true``: new endpoints on Serverless Inference."""
+    if not _env_bool(env, "NEW_VARIANT_SERVERLESS", False):
+        return None
+    provisioned = env.get("NEW_VARIANT_SERVERLESS_PROVISIONED_CONCURRENCY", "").strip()
+    return ServerlessSettings(
+        memory_size_mb=_env_int(env, "NEW_VARIANT_SERVERLESS_MEMORY_MB", 3072),
+        max_concurrency=_env_int(env, "NEW_VARIANT_SERVERLESS_MAX_CONCURRENCY", 5),
+        provisioned_concurrency=(
+            _env_int(env, "NEW_VARIANT_SERVERLESS_PROVISIONED_CONCURRENCY", 1)
+            if provisioned
+            else None
+        ),
+    )
+
+
+def _scaling_settings(env: Mapping[str, str]) -> ScalingSettings | None:
+    """``SCALING_MAX_INSTANCES`` set: every variant on instances gets a scaling policy."""
+    if not env.get("SCALING_MAX_INSTANCES", "").strip():
+        return None
+    return ScalingSettings(
+        min_instances=_env_int(env, "SCALING_MIN_INSTANCES", 1),
+        max_instances=_env_int(env, "SCALING_MAX_INSTANCES", 4),
+        invocations_per_instance=_env_float(env, "SCALING_INVOCATIONS_PER_INSTANCE", 60.0),
+        scale_in_cooldown_s=_env_int(env, "SCALING_SCALE_IN_COOLDOWN_SECONDS", 300),
+        scale_out_cooldown_s=_env_int(env, "SCALING_SCALE_OUT_COOLDOWN_SECONDS", 60),
+    )
+
+
 @dataclass(frozen=True)
 class RolloutSettings:
     """What the template tells the rollout functions, through their environment variables."""
@@ -135,6 +187,8 @@ class RolloutSettings:
     termination_wait_s: int = 120
     keep_versions: int = 3
     keep_young_models_s: int = 3600
+    #: Target tracking for variants on instances; None: the rollout attaches no policy.
+    scaling: ScalingSettings | None = None
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> RolloutSettings:
@@ -157,6 +211,7 @@ class RolloutSettings:
                 instance_type=env.get("NEW_VARIANT_INSTANCE_TYPE", "ml.m5.large"),
                 instance_count=_env_int(env, "NEW_VARIANT_INSTANCE_COUNT", 1),
                 weight=_env_float(env, "NEW_VARIANT_WEIGHT", 1.0),
+                serverless=_serverless_settings(env),
             ),
             poll_first_s=_env_int(env, "POLL_FIRST_SECONDS", 1),
             poll_max_s=_env_int(env, "POLL_MAX_SECONDS", 30),
@@ -166,6 +221,7 @@ class RolloutSettings:
             canary_wait_s=_env_int(env, "CANARY_WAIT_SECONDS", 300),
             termination_wait_s=_env_int(env, "TERMINATION_WAIT_SECONDS", 120),
             keep_versions=_env_int(env, "KEEP_VERSIONS", 3),
+            scaling=_scaling_settings(env),
         )
 
 
@@ -202,6 +258,12 @@ class QueuedExecution:
 
 class RolloutQueue(Protocol):
     def running(self, execution_arn: str) -> list[QueuedExecution]: ...
+
+
+class EndpointScaler(Protocol):
+    """Application Auto Scaling, as far as the rollout uses it."""
+
+    def register(self, target: Mapping[str, Any], policy: Mapping[str, Any]) -> None: ...
 
 
 class ModelAnswerLike(Protocol):
@@ -334,15 +396,27 @@ def validate_upload(
 # --------------------------------------------------------------------------- plan
 
 
-def deployment_config(settings: RolloutSettings, variant: str) -> dict[str, Any]:
-    """UpdateEndpoint's guardrails: blue/green with canary traffic, rolled back on alarms."""
+def deployment_config(
+    settings: RolloutSettings, variant: str, *, all_at_once: bool = False
+) -> dict[str, Any]:
+    """UpdateEndpoint's guardrails: blue/green with canary traffic, rolled back on alarms.
+
+    ``all_at_once`` (serverless variants, which have no instance capacity to take a canary
+    share of): all traffic moves at once, then the alarms watch a baking period as long as
+    the canary's wait before the old fleet goes.
+    """
+    routing: dict[str, Any] = (
+        {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": settings.canary_wait_s}
+        if all_at_once
+        else {
+            "Type": "CANARY",
+            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": settings.canary_percent},
+            "WaitIntervalInSeconds": settings.canary_wait_s,
+        }
+    )
     config: dict[str, Any] = {
         "BlueGreenUpdatePolicy": {
-            "TrafficRoutingConfiguration": {
-                "Type": "CANARY",
-                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": settings.canary_percent},
-                "WaitIntervalInSeconds": settings.canary_wait_s,
-            },
+            "TrafficRoutingConfiguration": routing,
             "TerminationWaitInSeconds": settings.termination_wait_s,
             # SageMaker accepts 600 to 14400 seconds.
             "MaximumExecutionTimeoutInSeconds": max(600, min(14400, settings.timeout_s)),
@@ -407,21 +481,24 @@ def plan_rollout(
             "and upload the artifacts again; nothing was changed"
         )
     variant = str(artifact["variant"])
-    plan = plan_endpoint_config(
-        endpoint_name,
-        endpoint,
-        [] if endpoint is None else endpoints.production_variants(endpoint.config_name),
-        variant=variant,
-        model=str(artifact["model_name"]),
-        config_name=endpoint_config_name(
-            endpoint_name, variant, _parse_time(started_at), execution_id
-        ),
-        new_variant=settings.new_variant,
-    )
+    try:
+        plan = plan_endpoint_config(
+            endpoint_name,
+            endpoint,
+            [] if endpoint is None else endpoints.production_variants(endpoint.config_name),
+            variant=variant,
+            model=str(artifact["model_name"]),
+            config_name=endpoint_config_name(
+                endpoint_name, variant, _parse_time(started_at), execution_id
+            ),
+            new_variant=settings.new_variant,
+        )
+    except HostingConflict as exc:
+        raise HostingUnsupported(str(exc)) from None
     schedule = poll_schedule(settings.poll_first_s, settings.poll_max_s, settings.timeout_s)
     return {
         **plan.as_dict(),
-        "deployment_config": deployment_config(settings, variant),
+        "deployment_config": deployment_config(settings, variant, all_at_once=plan.serverless),
         "poll_schedule": schedule,
         "max_polls": len(schedule),
     }
@@ -697,3 +774,31 @@ def clean_up_versions(
             endpoints.delete_model(name)
             deleted.append(name)
     return deleted
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def scale_variants(
+    *, endpoints: EndpointControl, scaler: EndpointScaler, settings: RolloutSettings
+) -> list[str]:
+    """Attach the target-tracking policy to every variant of the endpoint that runs on
+    instances (serverless variants scale by themselves). Returns the variants scaled.
+
+    Run after each successful rollout: a new variant exists only from then on, and the
+    calls are idempotent for the others. Does nothing without ``settings.scaling``.
+    """
+    if settings.scaling is None:
+        return []
+    endpoint = endpoints.describe_endpoint(settings.endpoint_name)
+    if endpoint is None or endpoint.status != "InService":
+        return []
+    scaled = []
+    for spec in endpoints.production_variants(endpoint.config_name):
+        if is_serverless_variant(spec):
+            continue
+        variant = str(spec.get("VariantName"))
+        target, policy = scaling_requests(settings.endpoint_name, variant, settings.scaling)
+        scaler.register(target, policy)
+        scaled.append(variant)
+    return scaled
