@@ -1,7 +1,9 @@
 """``GET /generations/{generation_id}`` and ``GET /experiment``: what the database holds.
 
 A generation is readable once the recorder has stored it (usually within a second or two of
-``POST /generations``); the experiment's figures count feedback whose generation is stored.
+``POST /generations``). The experiment's status is as of the last aggregation (the aggregate
+function runs every minute): each variant's weight now, its figures, P(best), the sequential
+tests, the sample-ratio check and the last decision.
 """
 
 # No "from __future__ import annotations": the resolver reads the routes' annotations
@@ -19,7 +21,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.api import json_response, new_resolver
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.sagemaker import EndpointVariants
-from tweetgen.services.serving import ServiceUnavailable, UnknownGeneration, experiment_figures
+from tweetgen.services.experiment import experiment_status
+from tweetgen.services.serving import ServiceUnavailable, UnknownGeneration
 
 logger = Logger()
 tracer = Tracer()
@@ -70,8 +73,7 @@ def get_experiment():
         in_service = variants().current()
     except ServiceUnavailable:
         in_service = []  # no endpoint yet: the figures so far, nothing in service
-    figures = experiment_figures(in_service, database().generations.variant_totals())
-    return json_response(200, {"endpoint_name": ENDPOINT_NAME, **figures})
+    return json_response(200, experiment_status(database(), ENDPOINT_NAME, in_service))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -1,4 +1,4 @@
-"""The recorder: SQS batches of generation and feedback events → the database, exactly once.
+"""The recorder: SQS batches of generation, feedback and failure events → the database, once.
 
 The whole batch is written in one transaction per kind (idempotent inserts: a redelivered
 message finds its row and only bumps its delivery count). When that fails, each message is
@@ -39,7 +39,7 @@ def database() -> Database:
 def record_one(record: SQSRecord) -> bool:
     """The fallback: one message, one transaction."""
     db = database()
-    return record_event(parse_event(record.body), db.generations, db.feedback)
+    return record_event(parse_event(record.body), db.generations, db.feedback, db.failures)
 
 
 def record_all(records: list[dict[str, Any]]) -> int | None:
@@ -51,7 +51,7 @@ def record_all(records: list[dict[str, Any]]) -> int | None:
         return None
     db = database()
     try:
-        return len(record_events(events, db.generations, db.feedback))
+        return len(record_events(events, db.generations, db.feedback, db.failures))
     except Exception:
         logger.exception("writing the batch at once failed; trying each message")
         return None

@@ -143,7 +143,8 @@ def set_endpoint_deployer(fn: EndpointDeployer | None) -> None:
 
 
 def set_endpoint_listener(fn: Callable[[str], None] | None) -> None:
-    """Call ``fn(endpoint_name)`` right after a deployment has switched (or failed) an endpoint.
+    """Call ``fn(endpoint_name)`` right after a deployment has switched (or failed) an endpoint,
+    and after new weights (UpdateEndpointWeightsAndCapacities), before that call returns.
 
     A host that follows the control plane by polling would otherwise serve the previous config
     until its next poll.
@@ -314,12 +315,7 @@ class _Deployment:
             if self.backend.endpoints.get(self.endpoint.endpoint_name) is not self.endpoint:
                 return
             self._finish(error)
-        listener = _listener
-        if listener is not None:
-            try:
-                listener(self.endpoint.endpoint_name)
-            except Exception:
-                LOG.exception("endpoint listener failed for %s", self.endpoint.endpoint_name)
+        _notify(self.endpoint.endpoint_name)
 
     def _finish(self, error: str | None) -> None:
         endpoint = self.endpoint
@@ -335,6 +331,17 @@ class _Deployment:
             # SageMaker rolls a failed update back to the config in force; a failed
             # creation has nothing to roll back to.
             endpoint.endpoint_status = "Failed" if self.creating else "InService"
+
+
+def _notify(endpoint_name: str) -> None:
+    """Tell the endpoint listener (outside the endpoint lock: it may describe the endpoint)."""
+    listener = _listener
+    if listener is None:
+        return
+    try:
+        listener(endpoint_name)
+    except Exception:
+        LOG.exception("endpoint listener failed for %s", endpoint_name)
 
 
 def _deploy(endpoint_name: str, config_name: str) -> str | None:
@@ -452,7 +459,9 @@ def _wrap_update_weights(original: Callable[..., str]) -> Callable[..., str]:
         """Refused unless InService; what the request leaves out keeps its value.
 
         moto writes None into a variant's weight when only its instance count is given
-        (and the other way round); SageMaker leaves the unnamed property as it was.
+        (and the other way round); SageMaker leaves the unnamed property as it was. The
+        endpoint listener hears of the change before the call returns, so a host routes by
+        the new weights from then on.
         """
         with _endpoint_lock:
             endpoint = self.endpoints.get(endpoint_name)
@@ -467,7 +476,8 @@ def _wrap_update_weights(original: Callable[..., str]) -> Callable[..., str]:
                     if variant.get(key) is None:
                         variant[key] = value
             endpoint.last_modified_time = _now()
-            return arn
+        _notify(endpoint_name)
+        return arn
 
     return update_endpoint_weights_and_capacities
 

@@ -22,6 +22,7 @@ from moto import mock_aws
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from tweetgen.adapters.database import (
+    MIGRATIONS,
     Database,
     Migration,
     MigrationLockTimeout,
@@ -29,6 +30,7 @@ from tweetgen.adapters.database import (
     create_engine,
     dispose_engines,
     migrate,
+    schema,
 )
 from tweetgen.adapters.database.migrations import schema_lock_name
 
@@ -41,7 +43,7 @@ pytestmark = pytest.mark.mysql
 @pytest.fixture(scope="session")
 def session_url(mysql_databases: URLFactory) -> str:
     url = mysql_databases()
-    assert Database.from_url(url).migrate() == [1]
+    assert Database.from_url(url).migrate() == [m.version for m in MIGRATIONS]
     return url
 
 
@@ -115,7 +117,7 @@ def test_tables_are_innodb_utf8mb4_binary(db: Database) -> None:
                 "WHERE TABLE_SCHEMA = DATABASE()"
             )
         ).all()
-    assert len(rows) == 8
+    assert {name for name, _, _ in rows} == {*schema.metadata.tables, "schema_migrations"}
     assert {(engine, collation) for _, engine, collation in rows} == {("InnoDB", "utf8mb4_bin")}
 
 
@@ -133,7 +135,7 @@ def test_a_migrator_gives_up_after_the_lock_timeout(
                 migrate(engine, lock_timeout_s=1)
             assert time.monotonic() - started >= 0.9
             holder.execute(text("SELECT RELEASE_LOCK(:l)"), {"l": lock})
-        assert migrate(engine, lock_timeout_s=1) == [1]
+        assert migrate(engine, lock_timeout_s=1) == [m.version for m in MIGRATIONS]
     finally:
         engine.dispose()
 

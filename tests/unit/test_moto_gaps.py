@@ -779,3 +779,30 @@ def test_the_endpoint_listener_hears_each_finished_deployment(aws: None) -> None
     assert done.wait(WAIT_S)
     # Called after each switch, never before it.
     assert heard == [("tweetgen", "InService", "v1"), ("tweetgen", "InService", "v2")]
+
+
+def test_the_endpoint_listener_hears_new_weights_before_the_call_returns(aws: None) -> None:
+    """A host that follows the listener routes by the new weights once the call returns."""
+    sm = boto3.client("sagemaker", region_name=REGION)
+    make_configs(sm, ("v1", {"lstm": 1.0, "gpt2": 1.0}))
+    sm.create_endpoint(EndpointName="tweetgen", EndpointConfigName="v1")
+    wait_until(status_of(sm), lambda s: s == "InService")
+    heard: list[tuple[str, dict[str, tuple[float, float]]]] = []
+    moto_gaps.set_endpoint_listener(lambda name: heard.append((name, weights(describe(sm, name)))))
+
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="tweetgen",
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "lstm", "DesiredWeight": 0.0},
+            {"VariantName": "gpt2", "DesiredWeight": 1.0},
+        ],
+    )
+
+    assert heard == [("tweetgen", {"lstm": (0.0, 0.0), "gpt2": (1.0, 1.0)})]
+    # A refused update changes nothing, so there is nothing to hear.
+    with pytest.raises(ClientError, match="not present within endpoint configuration"):
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName="tweetgen",
+            DesiredWeightsAndCapacities=[{"VariantName": "t5", "DesiredWeight": 1.0}],
+        )
+    assert len(heard) == 1

@@ -22,6 +22,7 @@ from tweetgen.domain.serving import (
     FeedbackRequest,
     GenerateRequest,
     GenerationEvent,
+    GenerationFailedEvent,
     GenerationIds,
     ServingLimits,
     assign_variant,
@@ -38,6 +39,7 @@ from tweetgen.services.serving import (
     UnknownGeneration,
     experiment_figures,
     parse_event,
+    record_event,
     record_events,
 )
 
@@ -190,6 +192,16 @@ def test_an_anonymous_user_gets_an_id_to_come_back_with(queue: Queue) -> None:
     assert served.user_id.startswith("anon-")
 
 
+def only_failure(queue: Queue) -> GenerationFailedEvent:
+    """The one message queued: a failure, never a generation."""
+    (message,) = queue.messages()
+    event = parse_event(message["Body"])
+    assert isinstance(event, GenerationFailedEvent)
+    assert message["MessageAttributes"]["type"]["StringValue"] == "generation_failed"
+    assert message["MessageAttributes"]["event_id"]["StringValue"] == event.failure_id
+    return event
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
@@ -199,7 +211,7 @@ def test_an_anonymous_user_gets_an_id_to_come_back_with(queue: Queue) -> None:
         ([{"text": "wrong key"}], "generated_text"),
     ],
 )
-def test_a_malformed_model_answer_is_a_502_and_nothing_is_recorded(
+def test_a_malformed_model_answer_is_a_502_and_only_its_failure_is_queued(
     queue: Queue, answer: Any, reason: str
 ) -> None:
     make_endpoint({"lstm": 1.0})
@@ -208,17 +220,41 @@ def test_a_malformed_model_answer_is_a_502_and_nothing_is_recorded(
     with pytest.raises(EndpointError, match=reason) as raised:
         service(queue, runtime).generate(GenerateRequest())
     assert raised.value.status == 502
-    assert queue.messages() == []
+    failure = only_failure(queue)
+    assert failure.variant == "lstm" and reason in failure.reason
 
 
-def test_a_failing_endpoint_is_a_502_and_nothing_is_recorded(queue: Queue) -> None:
+def test_a_failing_endpoint_is_a_502_and_only_its_failure_is_queued(queue: Queue) -> None:
+    make_endpoint({"lstm": 1.0, "gpt2": 1.0})
+    runtime = Runtime()
+    assigned = assign_variant("dora", {"lstm": 1.0, "gpt2": 1.0}, "tweetgen")
+    runtime.fails("ModelError", "the model container crashed")
+    with pytest.raises(EndpointError, match="ModelError: the model container crashed") as raised:
+        service(queue, runtime).generate(GenerateRequest(user_id="dora"))
+    assert raised.value.status == 502
+    failure = only_failure(queue)
+    assert failure.variant == assigned
+    assert failure.reason == "ModelError: the model container crashed"
+
+
+def test_a_queue_that_refuses_the_failure_does_not_change_the_502(
+    aws: None, caplog: pytest.LogCaptureFixture
+) -> None:
     make_endpoint({"lstm": 1.0})
     runtime = Runtime()
     runtime.fails("ModelError", "the model container crashed")
-    with pytest.raises(EndpointError, match="ModelError: the model container crashed") as raised:
-        service(queue, runtime).generate(GenerateRequest())
+    client = boto3.client("sqs", region_name=REGION)
+    missing = SqsEventQueue(client, "https://sqs.us-east-1.amazonaws.com/123456789012/missing")
+    generation = GenerationService(
+        endpoint=runtime.endpoint,
+        variants=EndpointVariants(boto3.client("sagemaker", region_name=REGION), "tweetgen"),
+        queue=missing,
+        ids=GenerationIds(KEY),
+    )
+    with pytest.raises(EndpointError, match="ModelError") as raised:
+        generation.generate(GenerateRequest())
     assert raised.value.status == 502
-    assert queue.messages() == []
+    assert "the failure of variant lstm could not be queued" in caplog.text
 
 
 def test_no_endpoint_yet_is_a_503_that_says_what_to_do(queue: Queue) -> None:
@@ -364,6 +400,22 @@ def test_feedback_before_its_generation_counts_once_both_exist(db: Database) -> 
     assert db.feedback.pending_without_generation() == []
 
 
+def test_the_recorder_stores_each_failure_once(db: Database) -> None:
+    failure = GenerationFailedEvent(
+        failure_id="x1",
+        variant="gpt2",
+        reason="ModelError: out of memory",
+        created_at="2026-11-26T10:00:02Z",  # type: ignore[arg-type]
+    )
+    body = failure.model_dump_json()
+    assert record_events([parse_event(body)], db.generations, db.feedback, db.failures) == {"x1"}
+    assert record_event(parse_event(body), db.generations, db.feedback, db.failures) is False
+    stored = db.failures.get("x1")
+    assert stored is not None and stored.deliveries == 2 and stored.variant == "gpt2"
+    with pytest.raises(ValueError, match="needs a failures writer"):
+        record_events([failure], db.generations, db.feedback)
+
+
 def test_sql_in_an_event_is_stored_literally(db: Database) -> None:
     prompt = "Robert'); DROP TABLE generations;--"
     record_events([generation_event("g1", "lstm", prompt)], db.generations, db.feedback)
@@ -382,7 +434,7 @@ def test_sql_in_an_event_is_stored_literally(db: Database) -> None:
     ],
 )
 def test_a_message_that_is_not_an_event_is_refused_with_a_reason(body: str) -> None:
-    with pytest.raises(MalformedEvent, match="not a generation or feedback event"):
+    with pytest.raises(MalformedEvent, match="not a generation, feedback or generation_failed"):
         parse_event(body)
 
 

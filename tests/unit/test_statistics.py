@@ -486,3 +486,44 @@ def test_guardrail_flags_slow_latency() -> None:
     assert list(flagged) == ["gpt2"]
     assert "latency p95 900 ms" in flagged["gpt2"][0]
     assert guardrail_violations(observations, GuardrailSettings(latency_factor=10.0)) == {}
+
+
+# --------------------------------------------------------------------------- Beta intervals
+
+
+@pytest.mark.parametrize(
+    ("alpha", "beta"),
+    [(1.0, 1.0), (0.5, 0.5), (3.0, 9.0), (101.0, 901.0), (2.5, 40000.5), (50001.0, 50001.0)],
+)
+def test_beta_cdf_and_quantile_match_scipy(alpha: float, beta: float) -> None:
+    from scipy import stats
+
+    dist = BetaPosterior(alpha, beta)
+    reference = stats.beta(alpha, beta)
+    for q in (1e-6, 0.025, 0.1, 0.5, 0.9, 0.975, 1 - 1e-6):
+        x = float(reference.ppf(q))
+        assert dist.cdf(x) == pytest.approx(q, rel=1e-9, abs=1e-12)
+        assert dist.quantile(q) == pytest.approx(x, rel=1e-8, abs=1e-14)
+    low, high = dist.interval(0.95)
+    assert (low, high) == pytest.approx(reference.interval(0.95), rel=1e-8)
+
+
+@FAST
+@given(counts(), st.floats(0.5, 0.99))
+def test_beta_interval_holds_its_mass_around_the_mean(
+    observed: tuple[int, int], level: float
+) -> None:
+    dist = posterior(*observed)
+    low, high = dist.interval(level)
+    assert 0.0 <= low < dist.mean < high <= 1.0
+    assert dist.cdf(high) - dist.cdf(low) == pytest.approx(level, abs=1e-9)
+    wider = dist.interval(min(0.999, level + 0.005))
+    assert wider[0] <= low and high <= wider[1]
+
+
+def test_beta_interval_rejects_a_level_outside_zero_one() -> None:
+    with pytest.raises(ValueError, match=r"level must be in \(0, 1\)"):
+        BetaPosterior(2.0, 3.0).interval(1.0)
+    with pytest.raises(ValueError, match=r"q must be in \[0, 1\]"):
+        BetaPosterior(2.0, 3.0).quantile(1.5)
+    assert BetaPosterior(2.0, 3.0).cdf(-1.0) == 0.0 and BetaPosterior(2.0, 3.0).cdf(2.0) == 1.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -79,7 +79,32 @@ class SageMakerEndpoints:
             config_name=str(described["EndpointConfigName"]),
             variants=tuple(_variant_state(v) for v in described.get("ProductionVariants") or []),
             failure_reason=described.get("FailureReason"),
+            last_modified=described.get("LastModifiedTime"),
         )
+
+    def update_weights(self, name: str, weights: Mapping[str, float]) -> None:
+        """Move traffic with ``UpdateEndpointWeightsAndCapacities``: the variants and their
+        models stay, only the weights change (no new endpoint config, no redeployment).
+
+        SageMaker's refusals (the endpoint is updating, a variant it does not have) raise
+        :class:`WeightUpdateRefused` with its message.
+        """
+        # Here, not at the top: the serving functions import this module and need no part
+        # of the experiment engine on their cold start.
+        from tweetgen.services.experiment import WeightUpdateRefused
+
+        desired = [
+            {"VariantName": variant, "DesiredWeight": float(weight)}
+            for variant, weight in sorted(weights.items())
+        ]
+        try:
+            self._client.update_endpoint_weights_and_capacities(
+                EndpointName=name, DesiredWeightsAndCapacities=desired
+            )
+        except Exception as exc:
+            if _error_code(exc) in ("ValidationException", "ValidationError"):
+                raise WeightUpdateRefused(_error_message(exc)) from None
+            raise
 
     def production_variants(self, config_name: str) -> list[dict[str, Any]]:
         """The ProductionVariants of an endpoint config, as CreateEndpointConfig takes them."""

@@ -1,4 +1,4 @@
-"""The events queue through boto3: generation and feedback events for the recorder.
+"""The events queue through boto3: generation, feedback and failure events for the recorder.
 
 A standard queue with a dead-letter queue: the API functions only enqueue, so a paused or
 unreachable database never costs a user's feedback. Each event's id travels as a message
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tweetgen.domain.serving import FeedbackEvent, GenerationEvent
-from tweetgen.services.serving import QueueError
+from tweetgen.services.serving import QueueError, QueueEvent
 
 __all__ = ["MAX_BATCH", "SqsEventQueue"]
 
@@ -20,8 +20,12 @@ __all__ = ["MAX_BATCH", "SqsEventQueue"]
 MAX_BATCH = 10
 
 
-def _event_id(event: GenerationEvent | FeedbackEvent) -> str:
-    return event.generation_id if isinstance(event, GenerationEvent) else event.feedback_id
+def _event_id(event: QueueEvent) -> str:
+    if isinstance(event, GenerationEvent):
+        return event.generation_id
+    if isinstance(event, FeedbackEvent):
+        return event.feedback_id
+    return event.failure_id
 
 
 class SqsEventQueue:
@@ -40,11 +44,11 @@ class SqsEventQueue:
             raise RuntimeError("EVENTS_QUEUE_URL is not set: the template gives it the queue URL")
         return cls(boto3.client("sqs"), url)
 
-    def send(self, events: Sequence[GenerationEvent | FeedbackEvent]) -> None:
+    def send(self, events: Sequence[QueueEvent]) -> None:
         for start in range(0, len(events), MAX_BATCH):
             self._send_batch(events[start : start + MAX_BATCH])
 
-    def _send_batch(self, events: Sequence[GenerationEvent | FeedbackEvent]) -> None:
+    def _send_batch(self, events: Sequence[QueueEvent]) -> None:
         entries = [
             {
                 "Id": str(index),

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints
 
 __all__ = [
+    "MAX_FAILURE_REASON_CHARS",
     "MAX_PROMPT_CHARS",
     "POSITIVE_REWARD",
     "USER_ID_PATTERN",
@@ -37,6 +38,7 @@ __all__ = [
     "FeedbackRequest",
     "GenerateRequest",
     "GenerationEvent",
+    "GenerationFailedEvent",
     "GenerationIds",
     "ServingLimits",
     "assign_variant",
@@ -45,6 +47,8 @@ __all__ = [
     "unit_interval",
 ]
 
+#: What a failure event keeps of the endpoint's error message.
+MAX_FAILURE_REASON_CHARS = 1000
 #: A prompt is the start of a tweet.
 MAX_PROMPT_CHARS = 280
 #: The highest ``max_new_tokens`` a deployment may allow (``MAX_NEW_TOKENS`` picks one below).
@@ -258,4 +262,17 @@ class FeedbackEvent(_Strict):
     reward: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
     raw_value: Annotated[str, StringConstraints(max_length=32)]
     user_id: UserId | None = None
+    created_at: datetime
+
+
+class GenerationFailedEvent(_Strict):
+    """What the generate function queues when the endpoint failed a request: which variant
+    the request was routed to and why it failed, so the experiment can count error rates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    type: Literal["generation_failed"] = "generation_failed"
+    failure_id: EventId
+    variant: Annotated[str, StringConstraints(min_length=1, max_length=63)]
+    reason: Annotated[str, StringConstraints(max_length=MAX_FAILURE_REASON_CHARS)]
     created_at: datetime

@@ -50,6 +50,7 @@ __all__ = [
     "SequentialState",
     "SrmResult",
     "ZTest",
+    "beta_quantile",
     "chi2_sf",
     "difference_variance",
     "expected_loss",
@@ -60,6 +61,7 @@ __all__ = [
     "msprt_radius",
     "prob_b_beats_a",
     "probability_best",
+    "regularized_beta",
     "regularized_gamma_p",
     "regularized_gamma_q",
     "relative_lift_interval",
@@ -119,6 +121,111 @@ class BetaPosterior:
 
     def sample(self, rng: random.Random) -> float:
         return rng.betavariate(self.alpha, self.beta)
+
+    def cdf(self, x: float) -> float:
+        """P(X <= x): the regularized incomplete beta function I_x(alpha, beta)."""
+        return regularized_beta(x, self.alpha, self.beta)
+
+    def quantile(self, q: float) -> float:
+        """The x with P(X <= x) = q."""
+        return beta_quantile(q, self.alpha, self.beta)
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """The equal-tailed credible interval holding ``level`` of the posterior mass."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        tail = (1.0 - level) / 2.0
+        return self.quantile(tail), self.quantile(1.0 - tail)
+
+
+_BETA_EPS = 1e-15
+_BETA_TINY = 1e-300
+_BETA_MAX_ITERATIONS = 10_000
+_QUANTILE_TOLERANCE = 1e-12
+
+
+def _beta_continued_fraction(x: float, a: float, b: float) -> float:
+    """The continued fraction of I_x(a, b), modified Lentz (Numerical Recipes ``betacf``)."""
+
+    def guarded(value: float) -> float:
+        return _BETA_TINY if abs(value) < _BETA_TINY else value
+
+    c = 1.0
+    d = 1.0 / guarded(1.0 - (a + b) * x / (a + 1.0))
+    h = d
+    for m in range(1, _BETA_MAX_ITERATIONS):
+        even = m * (b - m) * x / ((a + 2 * m - 1.0) * (a + 2 * m))
+        d = 1.0 / guarded(1.0 + even * d)
+        c = guarded(1.0 + even / c)
+        h *= d * c
+        odd = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1.0))
+        d = 1.0 / guarded(1.0 + odd * d)
+        c = guarded(1.0 + odd / c)
+        step = d * c
+        h *= step
+        if abs(step - 1.0) < _BETA_EPS:
+            return h
+    raise ArithmeticError(f"I_x(a, b) did not converge for x={x}, a={a}, b={b}")
+
+
+def _log_beta_density_front(x: float, a: float, b: float) -> float:
+    """log(x^a (1 - x)^b / B(a, b))."""
+    return (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), the CDF of Beta(a, b) at ``x``.
+
+    Its continued fraction (Press et al., "Numerical Recipes", 3rd ed., section 6.4), run on
+    x or on 1 - x (I_x(a, b) = 1 - I_{1-x}(b, a)), whichever converges fast.
+    """
+    if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"Beta parameters must be positive numbers, got a={a!r}, b={b!r}")
+    if math.isnan(x):
+        raise ValueError("x must be a number, got nan")
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(_log_beta_density_front(x, a, b))
+    if x < (a + 1.0) / (a + b + 2.0):
+        value = front * _beta_continued_fraction(x, a, b) / a
+    else:
+        value = 1.0 - front * _beta_continued_fraction(1.0 - x, b, a) / b
+    return min(1.0, max(0.0, value))
+
+
+def beta_quantile(q: float, a: float, b: float) -> float:
+    """The inverse of :func:`regularized_beta`: the x in [0, 1] with I_x(a, b) = q.
+
+    Newton steps on the CDF from a normal approximation, kept inside a bracket that
+    bisection shrinks whenever a step would leave it, so it always converges.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    if q == 0.0:
+        return 0.0
+    if q == 1.0:
+        return 1.0
+    low, high = 0.0, 1.0
+    mean = a / (a + b)
+    sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
+    x = min(1.0 - 1e-9, max(1e-9, mean + _NORMAL.inv_cdf(q) * sd))
+    log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    for _ in range(200):
+        error = regularized_beta(x, a, b) - q
+        if error > 0:
+            high = x
+        else:
+            low = x
+        if abs(error) < _QUANTILE_TOLERANCE * max(q, 1e-300) or high - low < 1e-15:
+            return x
+        density = math.exp(log_norm + (a - 1.0) * math.log(x) + (b - 1.0) * math.log1p(-x))
+        step = x - error / density if density > 0 else math.nan
+        x = step if low < step < high else (low + high) / 2.0
+    return x
 
 
 def _whole(value: float) -> bool:

@@ -9,6 +9,7 @@ stack) answers the same way.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -19,11 +20,13 @@ from typing import Any, Protocol
 from pydantic import TypeAdapter, ValidationError
 
 from tweetgen.domain.serving import (
+    MAX_FAILURE_REASON_CHARS,
     AssignmentError,
     FeedbackEvent,
     FeedbackRequest,
     GenerateRequest,
     GenerationEvent,
+    GenerationFailedEvent,
     GenerationIds,
     ServingLimits,
     assign_variant,
@@ -51,6 +54,8 @@ __all__ = [
     "record_event",
     "record_events",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- errors
@@ -128,7 +133,7 @@ class ModelEndpoint(Protocol):
 
 
 class EventQueue(Protocol):
-    def send(self, events: Sequence[GenerationEvent | FeedbackEvent]) -> None:
+    def send(self, events: Sequence[QueueEvent]) -> None:
         """Queue the events durably; raises :class:`QueueError` when they were not queued."""
         ...
 
@@ -178,7 +183,12 @@ def _generated_text(body: bytes) -> str:
 
 @dataclass
 class GenerationService:
-    """Assign the user a variant, invoke it, queue the generation for the recorder."""
+    """Assign the user a variant, invoke it, queue the generation for the recorder.
+
+    When the endpoint fails the request, a ``generation_failed`` event is queued for the
+    variant (the experiment's error rates), then the error stands (502); a queue that refuses
+    that event is logged and does not change the answer.
+    """
 
     endpoint: ModelEndpoint
     variants: VariantsSource
@@ -210,12 +220,16 @@ class GenerationService:
             parameters["seed"] = request.seed
         body = json.dumps({"inputs": request.prompt, "parameters": parameters}).encode()
         started = self.clock()
-        answer = self.endpoint.invoke(name, body)
-        latency_ms = (self.clock() - started) * 1000.0
-        text = _generated_text(answer.body)
-        served_by = answer.invoked_variant or name
-        if served_by != name:
-            raise EndpointError(f"asked variant {name!r} but {served_by!r} answered")
+        try:
+            answer = self.endpoint.invoke(name, body)
+            latency_ms = (self.clock() - started) * 1000.0
+            text = _generated_text(answer.body)
+            served_by = answer.invoked_variant or name
+            if served_by != name:
+                raise EndpointError(f"asked variant {name!r} but {served_by!r} answered")
+        except EndpointError as exc:
+            self._report_failure(name, exc)
+            raise
         event = GenerationEvent(
             generation_id=self.ids.issue(name),
             user_id=user_id,
@@ -236,6 +250,23 @@ class GenerationService:
             latency_ms=latency_ms,
             user_id=user_id,
         )
+
+    def _report_failure(self, variant: str, error: EndpointError) -> None:
+        """Queue the failure for the error rates; best effort, the 502 stands either way."""
+        event = GenerationFailedEvent(
+            failure_id=uuid.uuid4().hex,
+            variant=variant,
+            reason=error.reason[:MAX_FAILURE_REASON_CHARS],
+            created_at=datetime.now(UTC),
+        )
+        try:
+            self.queue.send([event])
+        except Exception:
+            logger.warning(
+                "the failure of variant %s could not be queued; its error rate misses it",
+                variant,
+                exc_info=True,
+            )
 
 
 # --------------------------------------------------------------------------- feedback
@@ -297,7 +328,7 @@ class FeedbackService:
 
 # --------------------------------------------------------------------------- recorder
 
-QueueEvent = GenerationEvent | FeedbackEvent
+QueueEvent = GenerationEvent | FeedbackEvent | GenerationFailedEvent
 _EVENT = TypeAdapter[QueueEvent](QueueEvent)
 
 
@@ -310,7 +341,9 @@ def parse_event(body: str | bytes) -> QueueEvent:
             f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
             for error in exc.errors(include_url=False)[:5]
         )
-        raise MalformedEvent(f"not a generation or feedback event: {problems}") from None
+        raise MalformedEvent(
+            f"not a generation, feedback or generation_failed event: {problems}"
+        ) from None
 
 
 class EventWriter(Protocol):
@@ -324,23 +357,49 @@ def event_fields(event: QueueEvent) -> dict[str, Any]:
     return event.model_dump(exclude={"type"})
 
 
-def record_event(event: QueueEvent, generations: EventWriter, feedback: EventWriter) -> bool:
+def _failures_writer(failures: EventWriter | None) -> EventWriter:
+    if failures is None:
+        raise ValueError(
+            "a generation_failed event needs a failures writer (Database.failures): "
+            "pass failures= to record_event(s)"
+        )
+    return failures
+
+
+def record_event(
+    event: QueueEvent,
+    generations: EventWriter,
+    feedback: EventWriter,
+    failures: EventWriter | None = None,
+) -> bool:
     """Write one event idempotently; True when it is new, False for a redelivery."""
-    writer = generations if isinstance(event, GenerationEvent) else feedback
+    writer: EventWriter
+    if isinstance(event, GenerationEvent):
+        writer = generations
+    elif isinstance(event, FeedbackEvent):
+        writer = feedback
+    else:
+        writer = _failures_writer(failures)
     return bool(writer.record_many([event_fields(event)]))
 
 
 def record_events(
-    events: Sequence[QueueEvent], generations: EventWriter, feedback: EventWriter
+    events: Sequence[QueueEvent],
+    generations: EventWriter,
+    feedback: EventWriter,
+    failures: EventWriter | None = None,
 ) -> set[str]:
     """Write a batch in one transaction per kind; returns the ids of the events that were new."""
     generated = [event_fields(e) for e in events if isinstance(e, GenerationEvent)]
     rated = [event_fields(e) for e in events if isinstance(e, FeedbackEvent)]
+    failed = [event_fields(e) for e in events if isinstance(e, GenerationFailedEvent)]
     new: set[str] = set()
     if generated:
         new |= generations.record_many(generated)
     if rated:
         new |= feedback.record_many(rated)
+    if failed:
+        new |= _failures_writer(failures).record_many(failed)
     return new
 
 

@@ -24,6 +24,7 @@ from .engine import (
     normalise_url,
     shared_engine,
 )
+from .experiment import ExperimentStateRepository, MetricsRepository
 from .migrations import MIGRATIONS, Migration, MigrationLockTimeout, applied_versions, migrate
 from .repositories import (
     ROLLOUT_STATUSES,
@@ -32,6 +33,8 @@ from .repositories import (
     Feedback,
     FeedbackRepository,
     Generation,
+    GenerationFailure,
+    GenerationFailureRepository,
     GenerationRepository,
     ModelVersion,
     ModelVersionRepository,
@@ -39,6 +42,8 @@ from .repositories import (
     RolloutNotFoundError,
     RolloutRepository,
     RolloutStatus,
+    VariantMetrics,
+    VariantMetricsRepository,
     VariantTotals,
 )
 from .rollout_recorder import DatabaseRolloutRecorder
@@ -52,12 +57,14 @@ __all__ = [
     "Decision",
     "Feedback",
     "Generation",
+    "GenerationFailure",
     "Migration",
     "MigrationLockTimeout",
     "ModelVersion",
     "Rollout",
     "RolloutNotFoundError",
     "RolloutStatus",
+    "VariantMetrics",
     "VariantTotals",
     "applied_versions",
     "create_engine",
@@ -83,6 +90,10 @@ class Database:
         self.generations = GenerationRepository(engine)
         self.feedback = FeedbackRepository(engine)
         self.decisions = DecisionRepository(engine)
+        self.failures = GenerationFailureRepository(engine)
+        self.metrics = MetricsRepository(engine)
+        self.experiment = ExperimentStateRepository(engine)
+        self.variant_metrics = VariantMetricsRepository(engine)
 
     @classmethod
     def from_url(

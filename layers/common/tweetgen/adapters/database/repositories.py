@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import math
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +32,8 @@ __all__ = [
     "Feedback",
     "FeedbackRepository",
     "Generation",
+    "GenerationFailure",
+    "GenerationFailureRepository",
     "GenerationRepository",
     "ModelVersion",
     "ModelVersionRepository",
@@ -39,6 +41,8 @@ __all__ = [
     "RolloutNotFoundError",
     "RolloutRepository",
     "RolloutStatus",
+    "VariantMetrics",
+    "VariantMetricsRepository",
     "VariantTotals",
 ]
 
@@ -95,7 +99,10 @@ class Generation:
 
 @dataclass(frozen=True, slots=True)
 class Feedback:
-    """What a user thought of a generation: ``reward`` in [0, 1], ``raw_value`` as sent."""
+    """What a user thought of a generation: ``reward`` in [0, 1], ``raw_value`` as sent.
+
+    ``variant`` and ``generation_created_at`` are the generation's, once both are recorded.
+    """
 
     id: str
     generation_id: str
@@ -105,11 +112,18 @@ class Feedback:
     created_at: datetime
     recorded_at: datetime
     deliveries: int
+    variant: str | None = None
+    generation_created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A traffic decision of the experiment: the weights chosen, why, and whether applied."""
+    """A traffic decision of the experiment: the weights chosen, why, and whether applied.
+
+    ``changed``: the weights differ from ``weights_before`` (those in force when it was
+    decided); ``outcome`` says what applying them came to (or why they were not applied);
+    ``sequential_state`` is what the next run's sequential tests continue from.
+    """
 
     id: str
     policy: str
@@ -118,6 +132,12 @@ class Decision:
     reason: str
     applied: bool
     created_at: datetime
+    changed: bool = False
+    winner: str | None = None
+    frozen: bool = False
+    sequential_state: dict[str, Any] | None = None
+    weights_before: dict[str, float] | None = None
+    outcome: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +150,44 @@ class VariantTotals:
     reward_sum: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class VariantMetrics:
+    """One variant's figures over one time bucket (``bucket_start`` to the next bucket)."""
+
+    variant: str
+    bucket_start: datetime
+    served: int
+    feedback_count: int
+    positive_count: int
+    reward_sum: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    errors: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationFailure:
+    """A request the endpoint failed: which variant it was routed to, and why it failed."""
+
+    id: str
+    variant: str
+    reason: str
+    created_at: datetime
+    recorded_at: datetime
+    deliveries: int
+
+
 class RolloutNotFoundError(LookupError):
     """``finish`` was called for an execution that was never started."""
 
 
 _RecordT = TypeVar("_RecordT")
+# Runs inside an event write's transaction with the rows being written; returns them (maybe
+# completed).
+_RowsHook = Callable[[Connection, list[dict[str, Any]]], list[dict[str, Any]]]
+# IN lists stay below what every backend takes comfortably.
+_IN_CHUNK = 500
 
 
 def _now() -> datetime:
@@ -197,38 +250,66 @@ class _Repository:
                 )
             )
 
-    def _record_delivery(self, table: Table, values: Mapping[str, Any]) -> bool:
+    def _record_delivery(
+        self,
+        table: Table,
+        values: Mapping[str, Any],
+        *,
+        before: _RowsHook | None = None,
+        after: _RowsHook | None = None,
+    ) -> bool:
         """Insert an event row once; a redelivery only bumps ``deliveries``. True when new.
 
         The bump is what tells the two apart on MySQL: SQLAlchemy connects with FOUND_ROWS, so
-        a no-op ``ON DUPLICATE KEY UPDATE`` reports one row, just like an insert.
+        a no-op ``ON DUPLICATE KEY UPDATE`` reports one row, just like an insert. ``before``
+        may complete the row and ``after`` may update others, in the same transaction.
         """
         bump = {"deliveries": table.c.deliveries + 1}
         with self._write() as connection:
-            if self._mysql:
-                statement = cast(mysql.Insert, self._insert(table, {**values, "deliveries": 1}))
-                # Affected rows: 1 for an insert, 2 for an update of an existing row.
-                result = connection.execute(statement.on_duplicate_key_update(bump))
-                return result.rowcount == 1
-            statement_ = cast(sqlite.Insert, self._insert(table, {**values, "deliveries": 1}))
-            deliveries = connection.execute(
-                statement_.on_conflict_do_update(index_elements=["id"], set_=bump).returning(
-                    table.c.deliveries
-                )
-            ).scalar_one()
-            return bool(deliveries == 1)
+            if before is not None:
+                values = before(connection, [dict(values)])[0]
+            new = self._insert_delivery(connection, table, values, bump)
+            if after is not None:
+                after(connection, [dict(values)])
+            return new
 
-    def _record_deliveries(self, table: Table, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    def _insert_delivery(
+        self, connection: Connection, table: Table, values: Mapping[str, Any], bump: Any
+    ) -> bool:
+        if self._mysql:
+            statement = cast(mysql.Insert, self._insert(table, {**values, "deliveries": 1}))
+            # Affected rows: 1 for an insert, 2 for an update of an existing row.
+            result = connection.execute(statement.on_duplicate_key_update(bump))
+            return result.rowcount == 1
+        statement_ = cast(sqlite.Insert, self._insert(table, {**values, "deliveries": 1}))
+        deliveries = connection.execute(
+            statement_.on_conflict_do_update(index_elements=["id"], set_=bump).returning(
+                table.c.deliveries
+            )
+        ).scalar_one()
+        return bool(deliveries == 1)
+
+    def _record_deliveries(
+        self,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        before: _RowsHook | None = None,
+        after: _RowsHook | None = None,
+    ) -> set[str]:
         """Insert many event rows in one transaction, each once; returns the ids that were new.
 
         Redelivered rows only bump ``deliveries``. Two recorders racing on the same id still
-        leave one row; only which of them reports it as new is undecided.
+        leave one row; only which of them reports it as new is undecided. ``before`` may
+        complete the rows and ``after`` may update others, in the same transaction.
         """
         if not rows:
             return set()
         ids = [str(row["id"]) for row in rows]
         bump = {"deliveries": table.c.deliveries + 1}
         with self._write() as connection:
+            if before is not None:
+                rows = before(connection, [dict(row) for row in rows])
             existing = set(
                 connection.execute(select(table.c.id).where(table.c.id.in_(ids))).scalars()
             )
@@ -241,6 +322,8 @@ class _Repository:
                 connection.execute(
                     statement_.on_conflict_do_update(index_elements=["id"], set_=bump)
                 )
+            if after is not None:
+                after(connection, [dict(row) for row in rows])
         return set(ids) - existing
 
 
@@ -294,6 +377,19 @@ class ModelVersionRepository(_Repository):
         with self._engine.connect() as connection:
             row = connection.execute(query).one_or_none()
         return _record(ModelVersion, row) if row is not None else None
+
+    def list(self, variant: str | None = None, limit: int = 50) -> builtins.list[ModelVersion]:
+        """The most recently registered versions first, of one variant or of all."""
+        table = schema.model_versions
+        query = (
+            select(table)
+            .order_by(table.c.registered_at.desc(), table.c.variant, table.c.version.desc())
+            .limit(limit)
+        )
+        if variant is not None:
+            query = query.where(table.c.variant == variant)
+        with self._engine.connect() as connection:
+            return [_record(ModelVersion, row) for row in connection.execute(query)]
 
 
 class RolloutRepository(_Repository):
@@ -412,12 +508,17 @@ class GenerationRepository(_Repository):
                 latency_ms=latency_ms,
                 created_at=created_at,
             ),
+            after=_attribute_waiting_feedback,
         )
 
     def record_many(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
         """Store many generations (``record``'s keyword arguments each) in one transaction;
         returns the ids that were new."""
-        return self._record_deliveries(schema.generations, [_generation_row(**row) for row in rows])
+        return self._record_deliveries(
+            schema.generations,
+            [_generation_row(**row) for row in rows],
+            after=_attribute_waiting_feedback,
+        )
 
     def get(self, generation_id: str) -> Generation | None:
         row = self._read_one(schema.generations, schema.generations.c.id == generation_id)
@@ -454,6 +555,59 @@ class GenerationRepository(_Repository):
                     reward_sum=float(reward_sum or 0.0),
                 )
         return totals
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start : start + _IN_CHUNK]
+
+
+def _attribute_waiting_feedback(
+    connection: Connection, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Feedback that arrived before these generations learns their variant and creation time.
+
+    Usually there is none, and this is one indexed look-up per batch.
+    """
+    feedback = schema.feedback
+    generations = {str(row["id"]): row for row in rows}
+    waiting: set[str] = set()
+    for ids in _chunks(sorted(generations)):
+        waiting.update(
+            connection.execute(
+                select(feedback.c.generation_id)
+                .where(feedback.c.generation_id.in_(ids), feedback.c.variant.is_(None))
+                .distinct()
+            ).scalars()
+        )
+    for generation_id in sorted(waiting):
+        generation = generations[generation_id]
+        connection.execute(
+            update(feedback)
+            .where(feedback.c.generation_id == generation_id, feedback.c.variant.is_(None))
+            .values(variant=generation["variant"], generation_created_at=generation["created_at"])
+        )
+    return rows
+
+
+def _attribute_feedback(connection: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Complete feedback rows with their generation's variant and creation time, when that
+    generation is recorded (else both stay null until it is)."""
+    generations = schema.generations
+    wanted = sorted({str(row["generation_id"]) for row in rows})
+    found: dict[str, tuple[str, datetime]] = {}
+    for ids in _chunks(wanted):
+        for generation_id, variant, created_at in connection.execute(
+            select(generations.c.id, generations.c.variant, generations.c.created_at).where(
+                generations.c.id.in_(ids)
+            )
+        ):
+            found[str(generation_id)] = (str(variant), created_at)
+    for row in rows:
+        variant, created_at = found.get(str(row["generation_id"]), (None, None))
+        row["variant"] = variant
+        row["generation_created_at"] = created_at
+    return rows
 
 
 def _generation_row(
@@ -506,12 +660,15 @@ class FeedbackRepository(_Repository):
                 user_id=user_id,
                 created_at=created_at,
             ),
+            before=_attribute_feedback,
         )
 
     def record_many(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
         """Store many feedback rows (``record``'s keyword arguments each) in one transaction;
         returns the ids that were new."""
-        return self._record_deliveries(schema.feedback, [_feedback_row(**row) for row in rows])
+        return self._record_deliveries(
+            schema.feedback, [_feedback_row(**row) for row in rows], before=_attribute_feedback
+        )
 
     def get(self, feedback_id: str) -> Feedback | None:
         row = self._read_one(schema.feedback, schema.feedback.c.id == feedback_id)
@@ -556,6 +713,31 @@ def _feedback_row(
     }
 
 
+class GenerationFailureRepository(_Repository):
+    """Requests the endpoint failed, keyed by the event's id, so a redelivery counts once."""
+
+    def record_many(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Store failures (``failure_id``, ``variant``, ``reason``, ``created_at`` each) in one
+        transaction; returns the ids that were new."""
+        now = _now()
+        values = [
+            {
+                "id": str(row["failure_id"]),
+                "variant": str(row["variant"]),
+                "reason": str(row["reason"]),
+                "created_at": row["created_at"],
+                "recorded_at": now,
+            }
+            for row in rows
+        ]
+        return self._record_deliveries(schema.generation_failures, values)
+
+    def get(self, failure_id: str) -> GenerationFailure | None:
+        table = schema.generation_failures
+        row = self._read_one(table, table.c.id == failure_id)
+        return _record(GenerationFailure, row) if row is not None else None
+
+
 class DecisionRepository(_Repository):
     """The experiment's traffic decisions, newest last."""
 
@@ -569,6 +751,12 @@ class DecisionRepository(_Repository):
         applied: bool,
         decision_id: str | None = None,
         created_at: datetime | None = None,
+        changed: bool = False,
+        winner: str | None = None,
+        frozen: bool = False,
+        sequential_state: Mapping[str, Any] | None = None,
+        weights_before: Mapping[str, float] | None = None,
+        outcome: str | None = None,
     ) -> Decision:
         """Store a decision; with a ``decision_id`` a repeated call returns the first one."""
         identifier = decision_id or uuid.uuid4().hex
@@ -580,6 +768,14 @@ class DecisionRepository(_Repository):
             "reason": reason,
             "applied": applied,
             "created_at": created_at or _now(),
+            "changed": changed,
+            "winner": winner,
+            "frozen": frozen,
+            "sequential_state": None if sequential_state is None else dict(sequential_state),
+            "weights_before": None
+            if weights_before is None
+            else {variant: float(weight) for variant, weight in weights_before.items()},
+            "outcome": outcome,
         }
         with self._write() as connection:
             self._insert_new(connection, schema.decisions, values)
@@ -594,3 +790,47 @@ class DecisionRepository(_Repository):
         with self._engine.connect() as connection:
             row = connection.execute(query).one_or_none()
         return _record(Decision, row) if row is not None else None
+
+    def get(self, decision_id: str) -> Decision | None:
+        row = self._read_one(schema.decisions, schema.decisions.c.id == decision_id)
+        return _record(Decision, row) if row is not None else None
+
+    def list(self, limit: int = 50) -> builtins.list[Decision]:
+        """The newest decisions first."""
+        table = schema.decisions
+        query = select(table).order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit)
+        with self._engine.connect() as connection:
+            return [_record(Decision, row) for row in connection.execute(query)]
+
+
+class VariantMetricsRepository(_Repository):
+    """Per-variant figures per time bucket: what the aggregation writes and dashboards read."""
+
+    def upsert(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write whole buckets (``VariantMetrics`` fields each, ``updated_at`` optional) in one
+        transaction; a bucket written again is replaced, so re-aggregating is safe."""
+        if not rows:
+            return
+        now = _now()
+        with self._write() as connection:
+            for row in rows:
+                self._upsert(connection, schema.variant_metrics, {"updated_at": now, **dict(row)})
+
+    def list(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        variant: str | None = None,
+    ) -> builtins.list[VariantMetrics]:
+        """Buckets starting in [``since``, ``until``), oldest first, variants in name order."""
+        table = schema.variant_metrics
+        query = select(table).order_by(table.c.bucket_start, table.c.variant)
+        if since is not None:
+            query = query.where(table.c.bucket_start >= since)
+        if until is not None:
+            query = query.where(table.c.bucket_start < until)
+        if variant is not None:
+            query = query.where(table.c.variant == variant)
+        with self._engine.connect() as connection:
+            return [_record(VariantMetrics, row) for row in connection.execute(query)]

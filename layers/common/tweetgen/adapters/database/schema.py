@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-from .migrations import schema_migrations, v0001_initial
+from .migrations import schema_migrations, v0001_initial, v0002_experiment
 
 __all__ = [
     "aggregation_state",
     "decisions",
     "feedback",
+    "generation_failures",
     "generations",
     "metadata",
     "model_versions",
@@ -24,6 +25,7 @@ __all__ = [
 
 metadata = MetaData()
 v0001_initial.define(metadata)
+v0002_experiment.define(metadata)
 
 model_versions = metadata.tables["model_versions"]
 rollouts = metadata.tables["rollouts"]
@@ -32,3 +34,4 @@ feedback = metadata.tables["feedback"]
 variant_metrics = metadata.tables["variant_metrics"]
 decisions = metadata.tables["decisions"]
 aggregation_state = metadata.tables["aggregation_state"]
+generation_failures = metadata.tables["generation_failures"]
