@@ -14,13 +14,13 @@ SAM_STAMP := $(SAM_VENV)/.installed
 SAM_TOOLS := aws-sam-cli==1.170.0 cfn-lint==1.58.0
 export SAM_CLI ?= $(abspath $(SAM_VENV))/bin/sam
 
-.PHONY: help venv sam-venv demo test lint lint-template format typecheck unit integration e2e bench lock lock-sam clean
+.PHONY: help venv sam-venv demo test lint lint-template format typecheck unit integration e2e browser bench diagram lock lock-sam clean
 
 help:
 	@echo "make demo   - train both tiny models on the shared tweets and show what they generate"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - run every benchmark and write benchmarks/RESULTS.md"
-	@echo "make lint | lint-template | format | typecheck | unit | integration | e2e | lock | lock-sam | clean"
+	@echo "make lint | lint-template | format | typecheck | unit | integration | e2e | browser | diagram | lock | lock-sam | clean"
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,7 +58,12 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck $(SAM_STAMP)
+# Debian's Chromium for the dashboard's browser test: installed when missing (as root, with
+# apt-get); without it the test skips, except under CI=true, where this fails.
+browser:
+	@bash scripts/ensure_chromium.sh
+
+test: lint typecheck $(SAM_STAMP) browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP) $(SAM_STAMP)
@@ -67,8 +72,12 @@ unit: $(STAMP) $(SAM_STAMP)
 integration: $(STAMP)
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
-e2e: $(STAMP)
+e2e: $(STAMP) browser
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
+
+# The README's architecture diagram, drawn from template.yaml.
+diagram: $(STAMP)
+	$(PY) -m tweetgen_local.architecture --template template.yaml --write README.md
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --data $(DATA)

@@ -1,15 +1,25 @@
-"""``tweetgen demo``: both tiny models trained on the shared tweets, then served and sampled."""
+"""``tweetgen demo``: the whole story on one machine.
+
+Both tiny models are trained on the shared tweets (cached by the hash of their inputs), the
+local stack starts from ``template.yaml``, both artifacts are uploaded and rolled out state by
+state, simulated users with a hidden true preference generate and give feedback through the
+REST API, the experiment is aggregated and printed as it converges until the decision is taken
+and applied; then the stack keeps serving until Ctrl-C (or ends with ``--no-serve``), leaving
+``report.json`` behind.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_PROMPTS = ["i love", "today is", "my phone", ""]
+DEFAULT_RATES = {"lstm": 0.10, "gpt2": 0.30}
 
 
 @dataclass
@@ -23,6 +33,20 @@ class DemoOptions:
     seed: int = 42
     prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))
     retrain: bool = False
+    template: Path = Path("template.yaml")
+    rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATES))
+    users: int = 600
+    round_users: int = 100
+    serve: bool = True
+    #: Template parameters for the demo's stack: an ab test that may decide after 50 likes or
+    #: dislikes per variant, aggregated once per round of users (not on the clock).
+    parameters: dict[str, Any] = field(
+        default_factory=lambda: {
+            "DecisionPolicy": "ab",
+            "ExperimentMinSamplesPerVariant": "50",
+            "AggregateSchedule": "rate(1 day)",
+        }
+    )
 
 
 def _say(message: str) -> None:
@@ -134,12 +158,80 @@ def show_generations(
     return texts
 
 
+def roll_out(artifacts: dict[str, Path], state_dir: Path) -> None:
+    """Upload each artifact to the local stack's bucket and follow its rollout."""
+    from tweetgen_local.deploy import deploy_model, find_target
+
+    target = find_target(state_dir)
+    for model, archive in artifacts.items():
+        _say(f"\n== rollout of {model}: {archive}")
+        status = deploy_model(
+            archive, variant=model, version=None, target=target, wait=True, out=_say
+        )
+        if status != 0:
+            raise RuntimeError(f"the rollout of {model} failed (see above)")
+
+
+def run_experiment(stack: Any, options: DemoOptions) -> dict[str, Any]:
+    """Simulated users in rounds; after each round the aggregate function runs and the
+    experiment's state is printed (``tweetgen simulate``'s rounds, on the demo's stack)."""
+    from tweetgen_local.simulate import UserSimulation, run_rounds, services_for
+    from tweetgen_local.stack import stack_database_url
+
+    api = str(stack.endpoints["api"])
+    hidden = ", ".join(f"{k} {v:.0%}" for k, v in options.rates.items())
+    _say(f"\n== experiment: {options.users} simulated users, true like rates {hidden} (hidden)")
+    report = run_rounds(
+        UserSimulation(api, options.rates, seed=options.seed),
+        services_for(api, stack.pool, stack_database_url(stack.options.state_dir)),
+        users=options.users,
+        round_users=options.round_users,
+        policy=str(options.parameters.get("DecisionPolicy", "ab")),
+        log=lambda line: _say(f"   {line}"),
+    )
+    for line in report.summary():
+        _say(f"   {line}")
+    return report.as_dict()
+
+
+def _serve_until_interrupted(stack: Any) -> None:
+    from tweetgen_local.stack import wait_for_signal
+
+    _say("\nserving until Ctrl-C:")
+    for key in ("api", "graphql", "dashboard", "sagemaker_runtime", "aws"):
+        if stack.endpoints.get(key):
+            _say(f"   {key:<18} {stack.endpoints[key]}")
+    wait_for_signal(threading.Event(), stack.stop)
+
+
 def run_demo(options: DemoOptions) -> int:
+    from tweetgen_local.stack import LocalStack, StackOptions
+
     artifacts = train_models(options)
     show_generations(artifacts, options.prompts, options.seed)
-    _say(f"\nartifacts: {', '.join(str(p) for p in artifacts.values())}")
-    print(
-        "(the local stack, rollout and live experiment are not part of this demo yet)",
-        file=sys.stderr,
+    state_dir = options.out / "stack"
+    _say(f"\n== local stack ({state_dir})")
+    stack = LocalStack(
+        StackOptions(
+            state_dir=state_dir, template=options.template, parameter_overrides=options.parameters
+        ),
+        log=lambda line: _say(f"   {line}"),
     )
+    stack.start()
+    try:
+        roll_out(artifacts, state_dir)
+        outcome = run_experiment(stack, options)
+        report = options.out / "report.json"
+        report.write_text(
+            json.dumps({"endpoints": stack.endpoints, "experiment": outcome}, indent=2, default=str)
+            + "\n"
+        )
+        _say(f"\nreport: {report}")
+        if stack.endpoints.get("dashboard"):
+            _say(f"dashboard: {stack.endpoints['dashboard']}")
+        if options.serve:
+            _serve_until_interrupted(stack)
+            return 0
+    finally:
+        stack.stop()
     return 0

@@ -166,6 +166,9 @@ class StackOptions:
     aws_port: int = 0
     runtime_port: int = 0
     api_port: int = 0
+    #: The local web server's port (default: a free one): GraphQL at /graphql, the
+    #: dashboard at /dashboard.
+    web_port: int = 0
     parameter_overrides: dict[str, Any] = field(default_factory=dict)
     #: The functions' database; None: SQLite in the state dir.
     database_url: str | None = None
@@ -181,8 +184,10 @@ class LocalStack:
         self.endpoints: dict[str, Any] = {}
         self._stops: list[Callable[[], None]] = []
         self.hosting: Any = None
+        self.runtime: Any = None
         self.pool: Any = None
         self.wiring: Any = None
+        self.web: Any = None
         self.ctx: Any = None
         self.report: Any = None
 
@@ -227,6 +232,7 @@ class LocalStack:
         # Switch the moment the control plane does, not at the next poll.
         moto_gaps.set_endpoint_listener(lambda _endpoint: self.hosting.sync())
         runtime = RuntimeServer(self.hosting, opts.host, opts.runtime_port, region=opts.region)
+        self.runtime = runtime
         runtime.start()
         self._stops.append(runtime.close)
         self.log(f"local SageMaker runtime at {runtime.url}")
@@ -309,6 +315,33 @@ class LocalStack:
         self.endpoints["artifact_bucket"] = bucket
         if self.wiring.api_url:
             self.log(f"REST API at {self.wiring.api_url}")
+        self._start_web(template, ctx)
+
+    def _start_web(self, template: Any, ctx: Any) -> None:
+        """The local web server: the template's GraphQL API at /graphql, the dashboard at
+        /dashboard."""
+        from tweetgen_local.dashboard import mount_dashboard
+        from tweetgen_local.graphql_server import GRAPHQL_PATH, LocalWebServer, serve_graphql
+
+        self.web = LocalWebServer(self.options.host, self.options.web_port)
+        graphql = serve_graphql(
+            self.web,
+            template,
+            ctx,
+            self.pool.logical_id,
+            lambda function, trigger, event: self.wiring.invoke(
+                "graphql", trigger, function, event
+            ),
+        )
+        database_url = self.options.database_url or default_database_url(self.state.path)
+        dashboard = mount_dashboard(self.web, database_url, self.pool)
+        url = self.web.start()
+        self._stops.append(self.web.stop)
+        if graphql is not None:
+            self.endpoints["graphql"] = url + GRAPHQL_PATH
+            self.log(f"GraphQL API at {url}{GRAPHQL_PATH}")
+        self.endpoints["dashboard"] = url + dashboard
+        self.log(f"dashboard at {url}{dashboard}")
 
     def stop(self) -> None:
         """Stop in reverse order; every piece is stopped even if one fails."""

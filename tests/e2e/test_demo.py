@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.conftest import REPO_ROOT
 
 
 def _demo(sentiment140: Path, out: Path) -> subprocess.CompletedProcess[str]:
@@ -25,6 +28,12 @@ def _demo(sentiment140: Path, out: Path) -> subprocess.CompletedProcess[str]:
             "1",
             "--vocab-size",
             "600",
+            "--users",
+            "200",
+            "--round-users",
+            "100",
+            "--template",
+            str(REPO_ROOT / "template.yaml"),
         ],
         capture_output=True,
         text=True,
@@ -43,6 +52,15 @@ def test_demo_trains_both_models_serves_them_and_reuses_its_cache(
         assert f"== {model} demo-" in first.stdout
     # Every prompt got a generation from each served model.
     assert first.stdout.count("'today is' -> today is") == 2
+    # Both rolled out on the local stack, then simulated users went through the REST API.
+    for model in ("lstm", "gpt2"):
+        assert f"== rollout of {model}" in first.stdout
+    assert "SmokeTest" in first.stdout
+    experiment = json.loads((tmp_path / "demo" / "report.json").read_text())["experiment"]
+    assert experiment["simulation"]["users"] == 200
+    assert sum(experiment["simulation"]["served"].values()) == 200
+    assert [r["users"] for r in experiment["rounds"]] == [100, 200]
+    assert set(experiment["rounds"][-1]["weights"]) == {"lstm", "gpt2"}
     second = _demo(sentiment140, tmp_path / "demo")
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("unchanged inputs, reusing") == 2

@@ -32,6 +32,15 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, Any]]] = {
     "api_get_generation.json": ("QueryFunction", None, {"statusCode": 404}),
     "api_get_experiment.json": ("QueryFunction", None, {"statusCode": 200}),
     "sqs_recorder.json": ("RecorderFunction", None, {"batchItemFailures": []}),
+    # No endpoint in a fresh account: the events are aggregated, nothing is decided.
+    "schedule_aggregate.json": ("AggregateFunction", None, {"decision": None, "applied": False}),
+    # AppSync direct Lambda resolver events: no endpoint yet; nothing recorded yet.
+    "appsync_generate.json": ("GraphQLFunction", "ServiceUnavailable", {}),
+    "appsync_experiment.json": (
+        "GraphQLFunction",
+        None,
+        {"endpointName": "tweetgen", "variants": [], "lastDecision": None},
+    ),
 }
 # Not a function's event: what EventBridge delivers to the rollout state machine.
 STATE_MACHINE_EVENTS = {"s3_object_created_model.json"}

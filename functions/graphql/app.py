@@ -1,0 +1,205 @@
+"""AppSync direct Lambda resolvers: every Query and Mutation field of graphql/schema.graphql.
+
+The same services as the REST functions: ``generate`` is ``POST /generations``,
+``sendFeedback`` is ``POST /generations/{id}/feedback`` (both only need the endpoint and the
+queue), and the queries read what the recorder and the rollouts stored in the database. A
+refused request raises, so AppSync answers a GraphQL error whose ``errorType`` is the
+exception's name and whose message says what to change; any other failure is reported as
+``InternalFailure`` with the request id, its details staying in the logs.
+"""
+
+# AppSyncResolver calls a field's function with the field's arguments as keywords and reads
+# no annotations, so postponed annotations are fine here (unlike the REST resolver).
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import AppSyncResolver
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen.adapters import appsync
+from tweetgen.adapters.database import Database
+from tweetgen.adapters.sagemaker import EndpointVariants, SageMakerRuntime, ServingEndpoint
+from tweetgen.adapters.secrets import read_signing_key
+from tweetgen.adapters.sqs import SqsEventQueue
+from tweetgen.domain.serving import POSITIVE_REWARD, GenerationIds, ServingLimits
+from tweetgen.services.experiment import experiment_status
+from tweetgen.services.serving import (
+    EndpointError,
+    FeedbackService,
+    GenerationService,
+    ServiceError,
+    ServiceUnavailable,
+)
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = AppSyncResolver()
+
+ENDPOINT_NAME = os.environ.get("ENDPOINT_NAME", "tweetgen")
+LIMITS = ServingLimits.from_environment(os.environ)
+
+
+# Built on first use: a missing secret or database is an answered error, not a failed cold
+# start, and the mutations never wait for the database.
+@functools.cache
+def variants() -> EndpointVariants:
+    ttl_s = float(os.environ.get("VARIANTS_CACHE_SECONDS", "10"))
+    return EndpointVariants(boto3.client("sagemaker"), ENDPOINT_NAME, ttl_s=ttl_s)
+
+
+@functools.cache
+def generation_ids() -> GenerationIds:
+    return GenerationIds(read_signing_key(os.environ["GENERATION_ID_SECRET_ARN"]))
+
+
+@functools.cache
+def generations() -> GenerationService:
+    return GenerationService(
+        endpoint=ServingEndpoint(SageMakerRuntime.from_environment(), ENDPOINT_NAME),
+        variants=variants(),
+        queue=SqsEventQueue.from_environment(),
+        ids=generation_ids(),
+        limits=LIMITS,
+        assignment_salt=ENDPOINT_NAME,
+    )
+
+
+@functools.cache
+def feedback_service() -> FeedbackService:
+    return FeedbackService(queue=SqsEventQueue.from_environment(), ids=generation_ids())
+
+
+@functools.cache
+def database() -> Database:
+    return Database.from_environment()
+
+
+# --------------------------------------------------------------------------- mutations
+
+
+@app.resolver(type_name="Mutation", field_name="generate")
+@tracer.capture_method
+def generate(**arguments: Any) -> dict[str, Any]:
+    request = appsync.generate_request(arguments)
+    try:
+        served = generations().generate(request)
+    except EndpointError as exc:
+        metrics.add_metric(name="GenerationErrors", unit=MetricUnit.Count, value=1)
+        logger.warning("the endpoint failed", extra={"reason": exc.reason})
+        raise
+    metrics.add_dimension(name="variant", value=served.variant)
+    metrics.add_metric(name="Generations", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=served.latency_ms)
+    logger.info(
+        "generated", extra={"variant": served.variant, "generation_id": served.generation_id}
+    )
+    return appsync.served_generation(served)
+
+
+@app.resolver(type_name="Mutation", field_name="sendFeedback")
+@tracer.capture_method
+def send_feedback(**arguments: Any) -> dict[str, Any]:
+    request = appsync.feedback_request(arguments)
+    key = arguments.get("idempotencyKey")
+    if key is None:  # else the header the REST API reads (AppSync lowercases header names)
+        key = app.current_event.request_headers.get("idempotency-key")
+    accepted = feedback_service().submit(
+        str(arguments.get("generationId")), request, idempotency_key=key
+    )
+    metrics.add_dimension(name="variant", value=accepted.variant)
+    metrics.add_metric(name="FeedbackAccepted", unit=MetricUnit.Count, value=1)
+    if accepted.reward >= POSITIVE_REWARD:
+        metrics.add_metric(name="PositiveFeedback", unit=MetricUnit.Count, value=1)
+    logger.info("feedback queued", extra=accepted.as_dict())
+    return appsync.feedback_receipt(accepted)
+
+
+# --------------------------------------------------------------------------- queries
+
+
+@app.resolver(type_name="Query", field_name="generation")
+@tracer.capture_method
+def generation(id: str) -> dict[str, Any] | None:
+    record = database().generations.get(id)
+    return None if record is None else appsync.generation(record)
+
+
+@app.resolver(type_name="Query", field_name="feedback")
+@tracer.capture_method
+def feedback(id: str) -> dict[str, Any] | None:
+    record = database().feedback.get(id)
+    return None if record is None else appsync.feedback(record)
+
+
+def _in_service() -> list[Any]:
+    try:
+        return variants().current()
+    except ServiceUnavailable:
+        return []  # no endpoint yet: nothing in service
+
+
+@app.resolver(type_name="Query", field_name="variants")
+@tracer.capture_method
+def list_variants() -> list[dict[str, Any]]:
+    return [appsync.variant(serving) for serving in _in_service()]
+
+
+@app.resolver(type_name="Query", field_name="modelVersions")
+@tracer.capture_method
+def model_versions(**arguments: Any) -> list[dict[str, Any]]:
+    records = database().model_versions.list(arguments.get("variant"), appsync.limit(arguments))
+    return [appsync.model_version(record) for record in records]
+
+
+@app.resolver(type_name="Query", field_name="rollouts")
+@tracer.capture_method
+def rollouts(**arguments: Any) -> list[dict[str, Any]]:
+    records = database().rollouts.list(arguments.get("variant"), appsync.limit(arguments))
+    return [appsync.rollout(record) for record in records]
+
+
+@app.resolver(type_name="Query", field_name="rollout")
+@tracer.capture_method
+def rollout(id: str) -> dict[str, Any] | None:
+    record = database().rollouts.get(id)
+    return None if record is None else appsync.rollout(record)
+
+
+@app.resolver(type_name="Query", field_name="experiment")
+@tracer.capture_method
+def experiment() -> dict[str, Any]:
+    # What GET /experiment answers, in the schema's shape.
+    return appsync.experiment(experiment_status(database(), ENDPOINT_NAME, _in_service()))
+
+
+@app.resolver(type_name="Query", field_name="decisions")
+@tracer.capture_method
+def decisions(**arguments: Any) -> list[dict[str, Any]]:
+    records = database().decisions.list(appsync.limit(arguments))
+    return [appsync.decision(record) for record in records]
+
+
+# --------------------------------------------------------------------------- handler
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.APPSYNC_RESOLVER)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    try:
+        return app.resolve(event, context)
+    except ServiceError as exc:
+        logger.info("refused", extra={"error": type(exc).__name__, "reason": exc.reason})
+        raise appsync.as_refusal(exc) from None
+    except Exception:
+        logger.exception("the request failed")
+        raise appsync.InternalFailure(
+            f"the request failed; request id {context.aws_request_id} names it in the logs"
+        ) from None

@@ -1,0 +1,170 @@
+"""The architecture diagram, drawn from ``template.yaml`` (a Mermaid flowchart).
+
+Nodes are the template's main resources (functions, queues, the state machine, APIs, the
+bucket, the database, secrets); edges are what the template wires: event sources (API routes,
+queues, schedules, EventBridge rules, AppSync resolvers), the state machine's task functions,
+and what each function's environment points at. ``make diagram`` rewrites the block between
+the markers in README.md; a unit test fails when that block is out of date.
+
+    python -m tweetgen_local.architecture [--template template.yaml] [--write README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tweetgen_local.template import Template, references
+
+__all__ = ["BEGIN", "END", "mermaid", "update_readme"]
+
+BEGIN = "<!-- BEGIN architecture (make diagram; generated from template.yaml) -->"
+END = "<!-- END architecture -->"
+
+# Resource type → (shape, label prefix); other types are left out of the picture.
+_SHAPES: dict[str, tuple[str, str]] = {
+    "AWS::Serverless::Function": ("([{}])", "λ "),
+    "AWS::Serverless::StateMachine": ("[[{}]]", "Step Functions: "),
+    "AWS::SQS::Queue": ("[/{}/]", "SQS: "),
+    "AWS::S3::Bucket": ("[({})]", "S3: "),
+    "AWS::Serverless::Api": ("{{{{{}}}}}", "API Gateway: "),
+    "AWS::AppSync::GraphQLApi": ("{{{{{}}}}}", "AppSync: "),
+    "AWS::RDS::DBCluster": ("[({})]", "Aurora: "),
+    "AWS::SecretsManager::Secret": ("[/{}/]", "Secret: "),
+    "AWS::SageMaker::Endpoint": ("[{}]", "SageMaker: "),
+}
+_EXTERNAL = {
+    "Endpoint": 'SageMaker[["SageMaker endpoint (variants lstm, gpt2)"]]',
+    "Users": "Users((client))",
+}
+
+
+def _node(logical_id: str, resource_type: str) -> str:
+    shape, prefix = _SHAPES[resource_type]
+    return f"{logical_id}{shape.format(chr(34) + prefix + logical_id + chr(34))}"
+
+
+Edge = tuple[str, str, str]
+
+
+def _event_edges(logical_id: str, events: dict[str, Any], shown: set[str]) -> Iterable[Edge]:
+    for name, event in events.items():
+        kind = str(event.get("Type", ""))
+        props = event.get("Properties") or {}
+        sources = references(props) & shown
+        label = f"{props.get('Method', '').upper()} {props.get('Path')}" if kind == "Api" else kind
+        for source in sorted(sources):
+            yield source, logical_id, label
+        if kind == "Schedule":
+            rate = props.get("Schedule")
+            yield "Schedule", logical_id, rate if isinstance(rate, str) else name
+        if kind in ("EventBridgeRule", "CloudWatchEvent") and not sources:
+            yield "EventBridge", logical_id, name
+
+
+def _resource_edges(
+    logical_id: str, resource_type: str, props: dict[str, Any], shown: set[str]
+) -> Iterable[Edge]:
+    yield from _event_edges(logical_id, props.get("Events") or {}, shown)
+    if resource_type == "AWS::Serverless::StateMachine":
+        for target in sorted(references(props.get("DefinitionSubstitutions") or {}) & shown):
+            yield logical_id, target, "task"
+        yield logical_id, "Endpoint", "create / update"
+    if resource_type == "AWS::Serverless::Function":
+        variables = ((props.get("Environment") or {}).get("Variables")) or {}
+        for target in sorted(references(variables) & shown):
+            yield logical_id, target, ""
+        if "ENDPOINT_NAME" in variables:
+            yield logical_id, "Endpoint", ""
+
+
+def _resolver_edges(template: Template, shown: set[str]) -> Iterable[Edge]:
+    for resource in template.resources.values():
+        if resource.type != "AWS::AppSync::Resolver":
+            continue
+        source_id = next(iter(references(resource.properties.get("DataSourceName"))), "")
+        data_source = template.resources.get(source_id)
+        api = next(iter(references(resource.properties.get("ApiId")) & shown), None)
+        if data_source is None or api is None:
+            continue
+        for function in sorted(references(data_source.properties) & shown):
+            if template.resources[function].type == "AWS::Serverless::Function":
+                yield api, function, "resolvers"
+
+
+def _edges(template: Template, shown: set[str]) -> Iterable[Edge]:
+    for logical_id, resource in template.resources.items():
+        if logical_id in shown:
+            yield from _resource_edges(logical_id, resource.type, resource.properties, shown)
+    yield from _resolver_edges(template, shown)
+
+
+def mermaid(template: Template) -> str:
+    """The flowchart, one line per node and edge, in template order (stable output)."""
+    shown = {
+        logical_id
+        for logical_id, resource in template.resources.items()
+        if resource.type in _SHAPES
+    }
+    lines = ["flowchart LR"]
+    for logical_id, resource in template.resources.items():
+        if logical_id in shown:
+            lines.append(f"  {_node(logical_id, resource.type)}")
+    entry = [
+        ("Users", logical_id, "HTTPS")
+        for logical_id, resource in template.resources.items()
+        if resource.type in ("AWS::Serverless::Api", "AWS::AppSync::GraphQLApi")
+    ]
+    entry.append(("Users", "ArtifactBucket", "upload model.tar.gz"))
+    edges = list(dict.fromkeys([*entry, *_edges(template, shown)]))
+    used = {a for a, _, _ in edges} | {b for _, b, _ in edges}
+    for name, node in _EXTERNAL.items():
+        if name in used:
+            lines.append(f"  {node}")
+    if "Schedule" in used:
+        lines.append('  Schedule(("schedule"))')
+    if "EventBridge" in used:
+        lines.append('  EventBridge(("EventBridge"))')
+    for source, target, label in edges:
+        source_id = "SageMaker" if source == "Endpoint" else source
+        target_id = "SageMaker" if target == "Endpoint" else target
+        text = re.sub(r"[\"|]", "", label)
+        arrow = f"-->|{text}|" if text else "-->"
+        lines.append(f"  {source_id} {arrow} {target_id}")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, diagram: str) -> bool:
+    """Put ``diagram`` between the markers; True when the file changed."""
+    text = readme.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme} has no {BEGIN!r} ... {END!r} block")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    updated = f"{head}{BEGIN}\n```mermaid\n{diagram}```\n{END}{tail}"
+    if updated == text:
+        return False
+    readme.write_text(updated, encoding="utf-8")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--template", type=Path, default=Path("template.yaml"))
+    parser.add_argument("--write", type=Path, help="rewrite the diagram block of this README")
+    args = parser.parse_args(argv)
+    diagram = mermaid(Template.load(args.template))
+    if args.write is None:
+        sys.stdout.write(diagram)
+        return 0
+    changed = update_readme(args.write, diagram)
+    print(f"{args.write}: {'updated' if changed else 'already up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
