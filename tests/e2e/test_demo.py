@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.conftest import REPO_ROOT
 
 
-def _demo(sentiment140: Path, out: Path) -> subprocess.CompletedProcess[str]:
+def _demo(sentiment140: Path, out: Path, users: int = 200) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -29,7 +29,7 @@ def _demo(sentiment140: Path, out: Path) -> subprocess.CompletedProcess[str]:
             "--vocab-size",
             "600",
             "--users",
-            "200",
+            str(users),
             "--round-users",
             "100",
             "--template",
@@ -61,7 +61,7 @@ def test_demo_trains_both_models_serves_them_and_reuses_its_cache(
     assert sum(experiment["simulation"]["served"].values()) == 200
     assert [r["users"] for r in experiment["rounds"]] == [100, 200]
     assert set(experiment["rounds"][-1]["weights"]) == {"lstm", "gpt2"}
-    second = _demo(sentiment140, tmp_path / "demo")
+    second = _demo(sentiment140, tmp_path / "demo", users=100)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("unchanged inputs, reusing") == 2
     assert "Epoch" not in second.stdout
