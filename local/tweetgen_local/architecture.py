@@ -20,10 +20,20 @@ from typing import Any
 
 from tweetgen_local.template import Template, references
 
-__all__ = ["BEGIN", "END", "mermaid", "update_readme"]
+__all__ = [
+    "BEGIN",
+    "CONFIG_BEGIN",
+    "CONFIG_END",
+    "END",
+    "configuration",
+    "mermaid",
+    "update_readme",
+]
 
 BEGIN = "<!-- BEGIN architecture (make diagram; generated from template.yaml) -->"
 END = "<!-- END architecture -->"
+CONFIG_BEGIN = "<!-- BEGIN configuration (make diagram; generated from template.yaml) -->"
+CONFIG_END = "<!-- END configuration -->"
 
 # Resource type → (shape, label prefix); other types are left out of the picture.
 _SHAPES: dict[str, tuple[str, str]] = {
@@ -138,14 +148,67 @@ def mermaid(template: Template) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, diagram: str) -> bool:
-    """Put ``diagram`` between the markers; True when the file changed."""
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else _intrinsic(value)
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _intrinsic(value: Any) -> str:
+    """A short reading of an unresolved value: ``Ref X`` → ``X``, ``!GetAtt A.B`` → ``A.B``."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((name, arg),) = value.items()
+        if name == "Ref":
+            return f"`{arg}`"
+        if name == "Fn::GetAtt":
+            return f"`{'.'.join(arg) if isinstance(arg, list) else arg}`"
+        if name == "Fn::Sub":
+            return f"`{arg if isinstance(arg, str) else arg[0]}`"
+        return f"({name.removeprefix('Fn::')})"
+    return "" if value is None else str(value)
+
+
+def configuration(template: Template) -> str:
+    """Markdown tables: every template parameter, and every function's environment variable."""
+    lines = ["| parameter | default | what it sets |", "|---|---|---|"]
+    for name, parameter in template.parameters.items():
+        default = (
+            ""
+            if parameter.default is None
+            else f"`{parameter.default}`"
+            if parameter.default != ""
+            else "(empty)"
+        )
+        lines.append(f"| `{name}` | {_cell(default)} | {_cell(parameter.description)} |")
+    users: dict[str, dict[str, list[str]]] = {}
+    for logical_id, function in template.functions.items():
+        for variable, value in function.environment.items():
+            users.setdefault(variable, {}).setdefault(_cell(value), []).append(logical_id)
+    lines += ["", "| environment variable | value | functions |", "|---|---|---|"]
+    for variable in sorted(users):
+        for value, functions in users[variable].items():
+            where = (
+                "every function"
+                if len(functions) == len(template.functions)
+                else ", ".join(sorted(functions))
+            )
+            lines.append(f"| `{variable}` | {value} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
+def _replace_block(text: str, begin: str, end: str, body: str, source: Path) -> str:
+    if begin not in text or end not in text:
+        raise ValueError(f"{source} has no {begin!r} ... {end!r} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}{end}{tail}"
+
+
+def update_readme(readme: Path, diagram: str, config: str | None = None) -> bool:
+    """Put ``diagram`` (and ``config``, when given) between their markers; True on a change."""
     text = readme.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme} has no {BEGIN!r} ... {END!r} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    updated = f"{head}{BEGIN}\n```mermaid\n{diagram}```\n{END}{tail}"
+    updated = _replace_block(text, BEGIN, END, f"```mermaid\n{diagram}```\n", readme)
+    if config is not None:
+        updated = _replace_block(updated, CONFIG_BEGIN, CONFIG_END, config, readme)
     if updated == text:
         return False
     readme.write_text(updated, encoding="utf-8")
@@ -157,11 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--template", type=Path, default=Path("template.yaml"))
     parser.add_argument("--write", type=Path, help="rewrite the diagram block of this README")
     args = parser.parse_args(argv)
-    diagram = mermaid(Template.load(args.template))
+    template = Template.load(args.template)
+    diagram = mermaid(template)
     if args.write is None:
         sys.stdout.write(diagram)
         return 0
-    changed = update_readme(args.write, diagram)
+    changed = update_readme(args.write, diagram, configuration(template))
     print(f"{args.write}: {'updated' if changed else 'already up to date'}")
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tweetgen_local.architecture import BEGIN, END, mermaid, update_readme
+from tweetgen_local.architecture import BEGIN, END, configuration, mermaid, update_readme
 from tweetgen_local.template import Template
 
 from tests.conftest import REPO_ROOT
@@ -26,10 +26,23 @@ def test_every_function_and_its_triggers_are_drawn(diagram: str) -> None:
     assert "RolloutStateMachine -->|task| RolloutValidateFunction" in diagram
 
 
-def test_the_readme_shows_the_current_diagram(diagram: str, tmp_path: Path) -> None:
+def test_the_readme_shows_the_current_diagram_and_configuration(
+    diagram: str, tmp_path: Path
+) -> None:
     readme = tmp_path / "README.md"
     readme.write_text((REPO_ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
-    assert not update_readme(readme, diagram), "README.md is out of date: run `make diagram`"
+    config = configuration(Template.load(REPO_ROOT / "template.yaml"))
+    assert not update_readme(readme, diagram, config), "README.md is out of date: make diagram"
+
+
+def test_the_configuration_lists_every_parameter_and_variable() -> None:
+    template = Template.load(REPO_ROOT / "template.yaml")
+    config = configuration(template)
+    for name in template.parameters:
+        assert f"| `{name}` |" in config, name
+    for function in template.functions.values():
+        for variable in function.environment:
+            assert f"| `{variable}` |" in config, variable
 
 
 def test_update_replaces_only_the_block(tmp_path: Path) -> None:
