@@ -37,7 +37,6 @@ from tweetgen.services.serving import (
     RequestRejected,
     ServiceUnavailable,
     UnknownGeneration,
-    experiment_figures,
     parse_event,
     record_event,
     record_events,
@@ -436,27 +435,3 @@ def test_sql_in_an_event_is_stored_literally(db: Database) -> None:
 def test_a_message_that_is_not_an_event_is_refused_with_a_reason(body: str) -> None:
     with pytest.raises(MalformedEvent, match="not a generation, feedback or generation_failed"):
         parse_event(body)
-
-
-def test_experiment_figures_keep_variants_that_left_the_endpoint(db: Database) -> None:
-    from tweetgen.services.serving import ServingVariant
-
-    record_events(
-        [
-            generation_event("g1", "lstm"),
-            generation_event("g2", "old"),
-            feedback_event("f1", "g1", 1.0),
-            feedback_event("f2", "g1", 0.5),
-        ],
-        db.generations,
-        db.feedback,
-    )
-    figures = experiment_figures(
-        [ServingVariant("lstm", 3.0, "v2"), ServingVariant("gpt2", 1.0, "v1")],
-        db.generations.variant_totals(),
-    )
-    rows = {row["variant"]: row for row in figures["variants"]}
-    assert rows["lstm"]["traffic_share"] == 0.75 and rows["lstm"]["like_rate"] == 1.0
-    assert rows["lstm"]["mean_reward"] == 0.75 and rows["lstm"]["served"] == 1
-    assert rows["gpt2"]["served"] == 0 and rows["gpt2"]["like_rate"] is None
-    assert rows["old"]["in_service"] is False and rows["old"]["served"] == 1

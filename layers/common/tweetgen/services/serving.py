@@ -49,7 +49,6 @@ __all__ = [
     "ServingVariant",
     "UnknownGeneration",
     "event_fields",
-    "experiment_figures",
     "parse_event",
     "record_event",
     "record_events",
@@ -401,58 +400,3 @@ def record_events(
     if failed:
         new |= _failures_writer(failures).record_many(failed)
     return new
-
-
-# --------------------------------------------------------------------------- reading back
-
-
-class TotalsLike(Protocol):
-    @property
-    def served(self) -> int: ...
-
-    @property
-    def feedback(self) -> int: ...
-
-    @property
-    def positive(self) -> int: ...
-
-    @property
-    def reward_sum(self) -> float: ...
-
-
-def experiment_figures(
-    variants: Sequence[ServingVariant], totals: Mapping[str, TotalsLike]
-) -> dict[str, Any]:
-    """``GET /experiment``: each variant's weight, version and feedback figures so far.
-
-    Variants that served before but are no longer on the endpoint are listed too (weight 0),
-    so their history does not vanish from the figures.
-    """
-    weight_sum = sum(v.weight for v in variants if v.weight > 0) or 1.0
-    in_service = {v.name: v for v in variants}
-    rows = []
-    for name in sorted(set(in_service) | set(totals)):
-        variant = in_service.get(name)
-        total = totals.get(name)
-        served = total.served if total else 0
-        feedback = total.feedback if total else 0
-        positive = total.positive if total else 0
-        rows.append(
-            {
-                "variant": name,
-                "in_service": variant is not None,
-                "model_version": variant.model_version if variant else None,
-                "weight": variant.weight if variant else 0.0,
-                "traffic_share": round(max(variant.weight, 0.0) / weight_sum, 6)
-                if variant
-                else 0.0,
-                "served": served,
-                "feedback": feedback,
-                "positive": positive,
-                "like_rate": round(positive / feedback, 6) if feedback else None,
-                "mean_reward": round(total.reward_sum / feedback, 6)
-                if total and feedback
-                else None,
-            }
-        )
-    return {"variants": rows}
