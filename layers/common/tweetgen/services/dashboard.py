@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from tweetgen.domain.experiment import ExperimentSettings
 from tweetgen.domain.statistics import BetaPosterior, probability_best
+from tweetgen.services.experiment import StoredDecision
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -75,23 +76,6 @@ class MetricsRow(Protocol):
     def errors(self) -> int: ...
 
 
-class DecisionRow(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def policy(self) -> str: ...
-    @property
-    def weights(self) -> dict[str, float]: ...
-    @property
-    def statistics(self) -> dict[str, Any]: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def applied(self) -> bool: ...
-    @property
-    def created_at(self) -> datetime: ...
-
-
 class RolloutRow(Protocol):
     @property
     def id(self) -> str: ...
@@ -133,7 +117,7 @@ class MetricsReader(Protocol):
 
 
 class DecisionReader(Protocol):
-    def list(self, limit: int = ...) -> Sequence[DecisionRow]: ...
+    def list(self, limit: int = ...) -> Sequence[StoredDecision]: ...
 
 
 class RolloutReader(Protocol):
@@ -280,7 +264,7 @@ def _ratio(numerator: float, denominator: float) -> float | None:
 
 def assemble_dashboard(
     metrics: Sequence[MetricsRow],
-    decisions: Sequence[DecisionRow],
+    decisions: Sequence[StoredDecision],
     rollouts: Sequence[RolloutRow],
     model_versions: Sequence[ModelVersionRow],
     *,
@@ -451,7 +435,7 @@ def assemble_dashboard(
     }
 
 
-def _weight_in_force(decisions: Sequence[DecisionRow], name: str) -> float | None:
+def _weight_in_force(decisions: Sequence[StoredDecision], name: str) -> float | None:
     """The variant's share after the latest decision: the weights it applied, or, when it
     kept them, the weights in force when it ran (its statistics say so)."""
     if not decisions:
@@ -465,7 +449,7 @@ def _weight_in_force(decisions: Sequence[DecisionRow], name: str) -> float | Non
     return float(weight) if isinstance(weight, int | float) else None
 
 
-def _decision(decision: DecisionRow) -> dict[str, Any]:
+def _decision(decision: StoredDecision) -> dict[str, Any]:
     stats = decision.statistics.get("variants") if decision.statistics else None
     p_best: dict[str, float] = {}
     if isinstance(stats, Mapping):
