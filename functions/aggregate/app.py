@@ -16,16 +16,17 @@ import functools
 import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.sagemaker import SageMakerEndpoints
+from tweetgen.adapters.tracing import new_tracer
 from tweetgen.domain.experiment import ExperimentSettings
 from tweetgen.services.experiment import AggregationSettings, run_experiment
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer(database=True)
 metrics = Metrics()
 
 ENDPOINT_NAME = os.environ.get("ENDPOINT_NAME", "tweetgen")

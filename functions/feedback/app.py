@@ -14,7 +14,7 @@ import functools
 import os
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
@@ -22,11 +22,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.api import as_json_request, json_response, new_resolver
 from tweetgen.adapters.secrets import read_signing_key
 from tweetgen.adapters.sqs import SqsEventQueue
+from tweetgen.adapters.tracing import new_tracer
 from tweetgen.domain.serving import POSITIVE_REWARD, FeedbackRequest, GenerationIds
 from tweetgen.services.serving import FeedbackService
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer()
 metrics = Metrics()
 app = new_resolver()
 

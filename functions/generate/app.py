@@ -14,7 +14,7 @@ import os
 from typing import Annotated, Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
@@ -23,11 +23,12 @@ from tweetgen.adapters.api import as_json_request, json_response, new_resolver
 from tweetgen.adapters.sagemaker import EndpointVariants, SageMakerRuntime, ServingEndpoint
 from tweetgen.adapters.secrets import read_signing_key
 from tweetgen.adapters.sqs import SqsEventQueue
+from tweetgen.adapters.tracing import new_tracer
 from tweetgen.domain.serving import GenerateRequest, GenerationIds, ServingLimits
 from tweetgen.services.serving import EndpointError, GenerationService
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer()
 metrics = Metrics()
 app = new_resolver()
 

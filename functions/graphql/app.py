@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import AppSyncResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
@@ -27,6 +27,7 @@ from tweetgen.adapters.database import Database
 from tweetgen.adapters.sagemaker import EndpointVariants, SageMakerRuntime, ServingEndpoint
 from tweetgen.adapters.secrets import read_signing_key
 from tweetgen.adapters.sqs import SqsEventQueue
+from tweetgen.adapters.tracing import new_tracer
 from tweetgen.domain.serving import POSITIVE_REWARD, GenerationIds, ServingLimits
 from tweetgen.services.experiment import experiment_status
 from tweetgen.services.serving import (
@@ -38,7 +39,7 @@ from tweetgen.services.serving import (
 )
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer(database=True)
 metrics = Metrics()
 app = AppSyncResolver()
 

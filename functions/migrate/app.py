@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.cloudformation import CustomResourceResult, custom_resource
 from tweetgen.adapters.database import Database, applied_versions
+from tweetgen.adapters.tracing import new_tracer
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer(database=True)
 
 PHYSICAL_ID = "tweetgen-schema"
 

@@ -15,17 +15,18 @@ import os
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.api import json_response, new_resolver
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.sagemaker import EndpointVariants
+from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.experiment import experiment_status
 from tweetgen.services.serving import ServiceUnavailable, UnknownGeneration
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer(database=True)
 metrics = Metrics()
 app = new_resolver()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -23,10 +23,11 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.database import Database
+from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.serving import MalformedEvent, parse_event, record_event, record_events
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer(database=True)
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 

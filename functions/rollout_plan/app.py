@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.sagemaker import SageMakerEndpoints
 from tweetgen.adapters.stepfunctions import RolloutExecutions
+from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.rollout import RolloutQueued, RolloutSettings, plan_rollout
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer()
 metrics = Metrics()
 
 SETTINGS = RolloutSettings.from_environment()

@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.autoscaling import EndpointAutoScaling
 from tweetgen.adapters.rollout_log import JsonLinesRecorder, LogRecorder
 from tweetgen.adapters.sagemaker import SageMakerEndpoints
 from tweetgen.adapters.stepfunctions import RolloutExecutions
+from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.rollout import (
     RolloutRecorder,
     RolloutSettings,
@@ -28,7 +29,7 @@ from tweetgen.services.rollout import (
 )
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer(database=True)
 metrics = Metrics()
 
 SETTINGS = RolloutSettings.from_environment()

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.sagemaker import SageMakerEndpoints, SageMakerRuntime
+from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.rollout import RolloutSettings, SmokeTestFailed, smoke_test
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer()
 metrics = Metrics()
 
 SETTINGS = RolloutSettings.from_environment()

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.s3 import ArtifactStore
+from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.rollout import RolloutError, RolloutSettings, validate_upload
 
 logger = Logger()
-tracer = Tracer()
+tracer = new_tracer()
 metrics = Metrics()
 
 SETTINGS = RolloutSettings.from_environment()

@@ -8,6 +8,7 @@ stack) answers the same way.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -328,13 +329,18 @@ class FeedbackService:
 # --------------------------------------------------------------------------- recorder
 
 QueueEvent = GenerationEvent | FeedbackEvent | GenerationFailedEvent
-_EVENT = TypeAdapter[QueueEvent](QueueEvent)
+
+
+@functools.cache
+def _event_adapter() -> TypeAdapter[QueueEvent]:
+    """Built on first use: only the recorder parses events, and building costs a cold start."""
+    return TypeAdapter[QueueEvent](QueueEvent)
 
 
 def parse_event(body: str | bytes) -> QueueEvent:
     """One queued message as an event; :class:`MalformedEvent` says what is wrong with it."""
     try:
-        return _EVENT.validate_json(body)
+        return _event_adapter().validate_json(body)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"

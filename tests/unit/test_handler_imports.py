@@ -1,0 +1,70 @@
+"""What each Lambda handler module pulls in at cold start, imported as the Lambda runtime does
+(its environment variables set, X-Ray tracing active as the template deploys it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+FUNCTIONS = sorted(p.parent.name for p in (REPO_ROOT / "functions").glob("*/app.py"))
+DATABASE_FUNCTIONS = {"aggregate", "graphql", "migrate", "query", "recorder", "rollout_record"}
+NEVER = {"tensorflow", "numpy", "transformers", "tf_keras", "keras", "tokenizers"}
+
+_PROBE = """
+import importlib, json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+importlib.import_module("app")
+from aws_xray_sdk.core.patcher import _PATCHED_MODULES
+print(json.dumps({
+    "modules": sorted({m.split(".")[0] for m in sys.modules}),
+    "patched": sorted(_PATCHED_MODULES),
+}))
+"""
+
+
+def cold_import(function: str, tmp_path: Path) -> dict[str, list[str]]:
+    code_dir = REPO_ROOT / "functions" / function
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    env |= {
+        "AWS_LAMBDA_FUNCTION_NAME": f"tweetgen-{function}",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+        "LAMBDA_TASK_ROOT": str(code_dir),
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "ENDPOINT_NAME": "tweetgen",
+        "VARIANTS": "lstm,gpt2",
+        "EVENTS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/events",
+        "HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(code_dir), str(REPO_ROOT / "layers" / "common")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_a_handler_imports_no_ml_library_and_traces_only_what_it_calls(
+    function: str, tmp_path: Path
+) -> None:
+    loaded = cold_import(function, tmp_path)
+    assert NEVER.isdisjoint(loaded["modules"]), NEVER & set(loaded["modules"])
+    if function in DATABASE_FUNCTIONS:
+        assert loaded["patched"] == ["botocore", "pymysql"]
+    else:
+        # Tracing everything the layer carries would import the database libraries too.
+        assert loaded["patched"] == ["botocore"]
+        assert {"sqlalchemy", "pymysql", "requests"}.isdisjoint(loaded["modules"])
