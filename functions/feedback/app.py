@@ -11,7 +11,6 @@ a retried post count once.
 # carry no return annotation: the resolver would validate their answers against it.
 
 import functools
-import os
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -19,12 +18,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen.adapters import serving
 from tweetgen.adapters.api import as_json_request, json_response, new_resolver
-from tweetgen.adapters.secrets import read_signing_key
-from tweetgen.adapters.sqs import SqsEventQueue
 from tweetgen.adapters.tracing import new_tracer
-from tweetgen.domain.serving import POSITIVE_REWARD, FeedbackRequest, GenerationIds
-from tweetgen.services.serving import FeedbackService
+from tweetgen.domain.serving import POSITIVE_REWARD, FeedbackRequest
 
 logger = Logger()
 tracer = new_tracer()
@@ -32,12 +29,8 @@ metrics = Metrics()
 app = new_resolver()
 
 
-@functools.cache
-def service() -> FeedbackService:
-    return FeedbackService(
-        queue=SqsEventQueue.from_environment(),
-        ids=GenerationIds(read_signing_key(os.environ["GENERATION_ID_SECRET_ARN"])),
-    )
+# Built on first use, so a missing secret is an answered 5xx, not a failed cold start.
+service = functools.cache(serving.feedback_service)
 
 
 @app.post("/generations/<generation_id>/feedback")

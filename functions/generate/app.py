@@ -10,47 +10,26 @@ Sticky assignment on the endpoint's current weights, ``InvokeEndpoint`` with
 # carry no return annotation: the resolver would validate their answers against it.
 
 import functools
-import os
 from typing import Annotated, Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen.adapters import serving
 from tweetgen.adapters.api import as_json_request, json_response, new_resolver
-from tweetgen.adapters.sagemaker import EndpointVariants, SageMakerRuntime, ServingEndpoint
-from tweetgen.adapters.secrets import read_signing_key
-from tweetgen.adapters.sqs import SqsEventQueue
 from tweetgen.adapters.tracing import new_tracer
-from tweetgen.domain.serving import GenerateRequest, GenerationIds, ServingLimits
-from tweetgen.services.serving import EndpointError, GenerationService
+from tweetgen.domain.serving import GenerateRequest
+from tweetgen.services.serving import EndpointError
 
 logger = Logger()
 tracer = new_tracer()
 metrics = Metrics()
 app = new_resolver()
 
-ENDPOINT_NAME = os.environ.get("ENDPOINT_NAME", "tweetgen")
-LIMITS = ServingLimits.from_environment(os.environ)
-
-
-@functools.cache
-def service() -> GenerationService:
-    """Built on first use, so a missing secret is an answered 5xx, not a failed cold start."""
-    return GenerationService(
-        endpoint=ServingEndpoint(SageMakerRuntime.from_environment(), ENDPOINT_NAME),
-        variants=EndpointVariants(
-            boto3.client("sagemaker"),
-            ENDPOINT_NAME,
-            ttl_s=float(os.environ.get("VARIANTS_CACHE_SECONDS", "10")),
-        ),
-        queue=SqsEventQueue.from_environment(),
-        ids=GenerationIds(read_signing_key(os.environ["GENERATION_ID_SECRET_ARN"])),
-        limits=LIMITS,
-        assignment_salt=ENDPOINT_NAME,
-    )
+# Built on first use, so a missing secret is an answered 5xx, not a failed cold start.
+service = functools.cache(serving.generation_service)
 
 
 @app.post("/generations")

@@ -13,22 +13,17 @@ exception's name and whose message says what to change; any other failure is rep
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import AppSyncResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from tweetgen.adapters import appsync
+from tweetgen.adapters import appsync, serving
 from tweetgen.adapters.database import Database
-from tweetgen.adapters.sagemaker import EndpointVariants, SageMakerRuntime, ServingEndpoint
-from tweetgen.adapters.secrets import read_signing_key
-from tweetgen.adapters.sqs import SqsEventQueue
 from tweetgen.adapters.tracing import new_tracer
-from tweetgen.domain.serving import POSITIVE_REWARD, GenerationIds, ServingLimits
+from tweetgen.domain.serving import POSITIVE_REWARD
 from tweetgen.services.experiment import experiment_status
 from tweetgen.services.serving import (
     EndpointError,
@@ -43,38 +38,23 @@ tracer = new_tracer(database=True)
 metrics = Metrics()
 app = AppSyncResolver()
 
-ENDPOINT_NAME = os.environ.get("ENDPOINT_NAME", "tweetgen")
-LIMITS = ServingLimits.from_environment(os.environ)
+ENDPOINT_NAME = serving.endpoint_name()
 
 
 # Built on first use: a missing secret or database is an answered error, not a failed cold
 # start, and the mutations never wait for the database.
-@functools.cache
-def variants() -> EndpointVariants:
-    ttl_s = float(os.environ.get("VARIANTS_CACHE_SECONDS", "10"))
-    return EndpointVariants(boto3.client("sagemaker"), ENDPOINT_NAME, ttl_s=ttl_s)
-
-
-@functools.cache
-def generation_ids() -> GenerationIds:
-    return GenerationIds(read_signing_key(os.environ["GENERATION_ID_SECRET_ARN"]))
+variants = functools.cache(serving.endpoint_variants)
+generation_ids = functools.cache(serving.generation_ids)
 
 
 @functools.cache
 def generations() -> GenerationService:
-    return GenerationService(
-        endpoint=ServingEndpoint(SageMakerRuntime.from_environment(), ENDPOINT_NAME),
-        variants=variants(),
-        queue=SqsEventQueue.from_environment(),
-        ids=generation_ids(),
-        limits=LIMITS,
-        assignment_salt=ENDPOINT_NAME,
-    )
+    return serving.generation_service(variants=variants(), ids=generation_ids())
 
 
 @functools.cache
 def feedback_service() -> FeedbackService:
-    return FeedbackService(queue=SqsEventQueue.from_environment(), ids=generation_ids())
+    return serving.feedback_service(ids=generation_ids())
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, TypeVar, cast, get_args
+from typing import Any, Final, Literal, NotRequired, TypedDict, TypeVar, Unpack, cast, get_args
 
 from sqlalchemy import Connection, Engine, Row, Table, case, func, select, update
 from sqlalchemy.dialects import mysql, sqlite
@@ -49,6 +49,31 @@ __all__ = [
 # "unchanged": the upload was a version already serving, so the rollout had nothing to do.
 RolloutStatus = Literal["running", "succeeded", "unchanged", "failed", "rolled_back"]
 ROLLOUT_STATUSES: Final[tuple[str, ...]] = get_args(RolloutStatus)
+
+
+class GenerationFields(TypedDict):
+    """A generation as the recorder stores it (``GenerationRepository.record``'s keywords)."""
+
+    generation_id: str
+    user_id: str
+    variant: str
+    model_version: str
+    prompt: str
+    text: str
+    parameters: Mapping[str, Any]
+    latency_ms: float
+    created_at: datetime
+
+
+class FeedbackFields(TypedDict):
+    """Feedback as the recorder stores it (``FeedbackRepository.record``'s keywords)."""
+
+    feedback_id: str
+    generation_id: str
+    reward: float
+    raw_value: str
+    user_id: NotRequired[str | None]
+    created_at: NotRequired[datetime | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,34 +506,10 @@ class RolloutRepository(_Repository):
 class GenerationRepository(_Repository):
     """Generations as the recorder receives them, each stored once."""
 
-    def record(
-        self,
-        *,
-        generation_id: str,
-        user_id: str,
-        variant: str,
-        model_version: str,
-        prompt: str,
-        text: str,
-        parameters: Mapping[str, Any],
-        latency_ms: float,
-        created_at: datetime,
-    ) -> bool:
+    def record(self, **generation: Unpack[GenerationFields]) -> bool:
         """Store a generation; True when new, False for a redelivery (nothing else changes)."""
         return self._record_delivery(
-            schema.generations,
-            _generation_row(
-                generation_id=generation_id,
-                user_id=user_id,
-                variant=variant,
-                model_version=model_version,
-                prompt=prompt,
-                text=text,
-                parameters=parameters,
-                latency_ms=latency_ms,
-                created_at=created_at,
-            ),
-            after=_attribute_waiting_feedback,
+            schema.generations, _generation_row(**generation), after=_attribute_waiting_feedback
         )
 
     def record_many(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -610,28 +611,18 @@ def _attribute_feedback(connection: Connection, rows: list[dict[str, Any]]) -> l
     return rows
 
 
-def _generation_row(
-    *,
-    generation_id: str,
-    user_id: str,
-    variant: str,
-    model_version: str,
-    prompt: str,
-    text: str,
-    parameters: Mapping[str, Any],
-    latency_ms: float,
-    created_at: datetime,
-) -> dict[str, Any]:
+def _generation_row(**generation: Unpack[GenerationFields]) -> dict[str, Any]:
+    g = generation
     return {
-        "id": generation_id,
-        "user_id": user_id,
-        "variant": variant,
-        "model_version": model_version,
-        "prompt": prompt,
-        "text": text,
-        "parameters": dict(parameters),
-        "latency_ms": float(latency_ms),
-        "created_at": created_at,
+        "id": g["generation_id"],
+        "user_id": g["user_id"],
+        "variant": g["variant"],
+        "model_version": g["model_version"],
+        "prompt": g["prompt"],
+        "text": g["text"],
+        "parameters": dict(g["parameters"]),
+        "latency_ms": float(g["latency_ms"]),
+        "created_at": g["created_at"],
         "recorded_at": _now(),
     }
 
@@ -639,28 +630,10 @@ def _generation_row(
 class FeedbackRepository(_Repository):
     """Feedback keyed by its idempotency key, so a redelivered message counts once."""
 
-    def record(
-        self,
-        *,
-        feedback_id: str,
-        generation_id: str,
-        reward: float,
-        raw_value: str,
-        user_id: str | None = None,
-        created_at: datetime | None = None,
-    ) -> bool:
+    def record(self, **feedback: Unpack[FeedbackFields]) -> bool:
         """Store feedback; True when new, False for a redelivery (the first one stands)."""
         return self._record_delivery(
-            schema.feedback,
-            _feedback_row(
-                feedback_id=feedback_id,
-                generation_id=generation_id,
-                reward=reward,
-                raw_value=raw_value,
-                user_id=user_id,
-                created_at=created_at,
-            ),
-            before=_attribute_feedback,
+            schema.feedback, _feedback_row(**feedback), before=_attribute_feedback
         )
 
     def record_many(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -688,27 +661,20 @@ class FeedbackRepository(_Repository):
             return [_record(Feedback, row) for row in connection.execute(query)]
 
 
-def _feedback_row(
-    *,
-    feedback_id: str,
-    generation_id: str,
-    reward: float,
-    raw_value: str,
-    user_id: str | None = None,
-    created_at: datetime | None = None,
-) -> dict[str, Any]:
+def _feedback_row(**feedback: Unpack[FeedbackFields]) -> dict[str, Any]:
+    reward = feedback["reward"]
     if not (math.isfinite(reward) and 0.0 <= reward <= 1.0):
         raise ValueError(
             f"reward must be a normalised value in [0, 1] (like 1, dislike 0, "
             f"rating r as (r - 1) / 4), got {reward!r}"
         )
     return {
-        "id": feedback_id,
-        "generation_id": generation_id,
-        "user_id": user_id,
+        "id": feedback["feedback_id"],
+        "generation_id": feedback["generation_id"],
+        "user_id": feedback.get("user_id"),
         "reward": float(reward),
-        "raw_value": raw_value,
-        "created_at": created_at or _now(),
+        "raw_value": feedback["raw_value"],
+        "created_at": feedback.get("created_at") or _now(),
         "recorded_at": _now(),
     }
 
