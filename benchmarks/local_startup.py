@@ -36,6 +36,8 @@ def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as answer:
             return bool(answer.status < 500)
+    except urllib.error.HTTPError as refused:  # a 404 or 405 is an answer too
+        return refused.code < 500
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
 
