@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -26,10 +25,10 @@ import numpy as np
 import pytest
 import requests
 from tweetgen.adapters.database import Database
-from tweetgen_local.deploy import deploy_model, find_target
-from tweetgen_local.stack import LocalStack, StackOptions
+from tweetgen_local.stack import LocalStack
 
 from tests.conftest import REPO_ROOT
+from tests.e2e import stacks
 
 WAIT_S = 60.0
 CHROMIUM = Path(os.environ.get("TWEETGEN_CHROMIUM", "/usr/bin/chromium"))
@@ -69,13 +68,7 @@ def chromium() -> Path:
 
 
 def eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.3)
+    return stacks.eventually(check, timeout)
 
 
 class Site:
@@ -130,30 +123,11 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, tiny_run: dict[str, Path]) -> Iterator[Site]:
-    state = tmp_path_factory.mktemp("dashboard-stack")
-    stack = LocalStack(
-        StackOptions(state_dir=state, template=REPO_ROOT / "template.yaml"), log=lambda _: None
-    )
-    stack.start()
-    try:
-        target = find_target(state)
-        for variant in ("lstm", "gpt2"):
-            status = deploy_model(
-                tiny_run[variant],
-                variant=variant,
-                version="v1",
-                target=target,
-                wait=True,
-                timeout_s=180,
-                out=lambda _: None,
-            )
-            assert status == 0, f"{variant} did not roll out"
+    with stacks.rolled_out_stack(tmp_path_factory.mktemp("dashboard-stack"), tiny_run) as stack:
         running = Site(stack)
         running.users_give_feedback(USERS[:16])
         running.aggregate()
         yield running
-    finally:
-        stack.stop()
 
 
 # What each chart holds, read from plotly's own DOM: its SVG, its traces and drawn marks.

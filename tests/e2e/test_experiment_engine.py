@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,10 +24,10 @@ import requests
 from sqlalchemy import func, select
 from tweetgen.adapters.database import Database, schema
 from tweetgen.domain.serving import assign_variant
-from tweetgen_local.deploy import deploy_model, find_target
-from tweetgen_local.stack import LocalStack, StackOptions
+from tweetgen_local.stack import LocalStack
 
 from tests.conftest import REPO_ROOT
+from tests.e2e import stacks
 
 # The schedule stays out of the way (the test runs the function itself); 30 feedback per
 # variant is what the sequential test needs before it looks at all.
@@ -42,13 +41,7 @@ WAIT_S = 60.0
 
 
 def eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.25)
+    return stacks.eventually(check, timeout)
 
 
 class Stack:
@@ -128,29 +121,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, tiny_run: dict[str, Path]) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("experiment-stack")
-    local = LocalStack(
-        StackOptions(
-            state_dir=state, template=REPO_ROOT / "template.yaml", parameter_overrides=OVERRIDES
-        ),
-        log=lambda _: None,
-    )
-    local.start()
-    try:
-        target = find_target(state)
-        for variant in ("lstm", "gpt2"):
-            status = deploy_model(
-                tiny_run[variant],
-                variant=variant,
-                version="v1",
-                target=target,
-                wait=True,
-                timeout_s=180,
-                out=lambda _: None,
-            )
-            assert status == 0, f"{variant} did not roll out"
+    with stacks.rolled_out_stack(state, tiny_run, OVERRIDES) as local:
         yield Stack(local)
-    finally:
-        local.stop()
 
 
 def balanced_users(count: int) -> dict[str, list[str]]:

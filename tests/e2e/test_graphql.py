@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,10 +16,10 @@ import pytest
 import requests
 from tweetgen.adapters.database import Database
 from tweetgen.services.experiment import aggregate
-from tweetgen_local.deploy import deploy_model, find_target
-from tweetgen_local.stack import LocalStack, StackOptions
+from tweetgen_local.stack import LocalStack
 
 from tests.conftest import REPO_ROOT
+from tests.e2e import stacks
 
 WAIT_S = 30.0
 
@@ -48,41 +47,15 @@ class GraphQL:
 
 
 def eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    """``check()``'s first truthy value, polling until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.2)
+    return stacks.eventually(check, timeout)
 
 
 @pytest.fixture(scope="module")
 def graphql(
     tmp_path_factory: pytest.TempPathFactory, tiny_run: dict[str, Path]
 ) -> Iterator[GraphQL]:
-    state = tmp_path_factory.mktemp("graphql-stack")
-    stack = LocalStack(
-        StackOptions(state_dir=state, template=REPO_ROOT / "template.yaml"), log=lambda _: None
-    )
-    stack.start()
-    try:
-        target = find_target(state)
-        for variant in ("lstm", "gpt2"):
-            status = deploy_model(
-                tiny_run[variant],
-                variant=variant,
-                version="v1",
-                target=target,
-                wait=True,
-                timeout_s=180,
-                out=lambda _: None,
-            )
-            assert status == 0, f"{variant} did not roll out"
+    with stacks.rolled_out_stack(tmp_path_factory.mktemp("graphql-stack"), tiny_run) as stack:
         yield GraphQL(stack)
-    finally:
-        stack.stop()
 
 
 def test_the_stack_serves_the_template_api_at_graphql(graphql: GraphQL) -> None:

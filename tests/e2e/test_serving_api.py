@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 import requests
 from tweetgen.adapters.database import Database
-from tweetgen_local.deploy import deploy_model, find_target
-from tweetgen_local.stack import LocalStack, StackOptions
+from tweetgen_local.stack import LocalStack
 
-from tests.conftest import REPO_ROOT
+from tests.e2e import stacks
 
 WAIT_S = 30.0
 
@@ -42,39 +41,13 @@ class Api:
 
 
 def eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    """``check()``'s first truthy value, polling until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.2)
+    return stacks.eventually(check, timeout)
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, tiny_run: dict[str, Path]) -> Iterator[Api]:
-    state = tmp_path_factory.mktemp("api-stack")
-    stack = LocalStack(
-        StackOptions(state_dir=state, template=REPO_ROOT / "template.yaml"), log=lambda _: None
-    )
-    stack.start()
-    try:
-        target = find_target(state)
-        for variant in ("lstm", "gpt2"):
-            status = deploy_model(
-                tiny_run[variant],
-                variant=variant,
-                version="v1",
-                target=target,
-                wait=True,
-                timeout_s=180,
-                out=lambda _: None,
-            )
-            assert status == 0, f"{variant} did not roll out"
+    with stacks.rolled_out_stack(tmp_path_factory.mktemp("api-stack"), tiny_run) as stack:
         yield Api(stack)
-    finally:
-        stack.stop()
 
 
 def test_generate_then_feedback_then_the_experiment_counts_it(api: Api) -> None:

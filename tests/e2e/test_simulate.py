@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tweetgen_local.deploy import deploy_model, find_target
-from tweetgen_local.stack import LocalStack, StackOptions
 
 from tests.conftest import REPO_ROOT
+from tests.e2e import stacks
 
 TEMPLATE = REPO_ROOT / "template.yaml"
 # Far apart, so that a few hundred users settle the experiment.
@@ -99,24 +98,8 @@ def running_stack(
     tmp_path_factory: pytest.TempPathFactory, tiny_run: dict[str, Path]
 ) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("simulate-stack")
-    stack = LocalStack(StackOptions(state_dir=state, template=TEMPLATE), log=lambda _: None)
-    stack.start()
-    try:
-        target = find_target(state)
-        for variant in ("lstm", "gpt2"):
-            status = deploy_model(
-                tiny_run[variant],
-                variant=variant,
-                version="v1",
-                target=target,
-                wait=True,
-                timeout_s=180,
-                out=lambda _: None,
-            )
-            assert status == 0, f"{variant} did not roll out"
+    with stacks.rolled_out_stack(state, tiny_run):
         yield state
-    finally:
-        stack.stop()
 
 
 def test_ab_against_a_running_stack_declares_the_better_variant(
