@@ -16,12 +16,11 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters import serving
 from tweetgen.adapters.api import as_json_request, json_response, new_resolver
 from tweetgen.adapters.tracing import new_tracer
-from tweetgen.domain.serving import POSITIVE_REWARD, FeedbackRequest
+from tweetgen.domain.serving import FeedbackRequest
 
 logger = Logger()
 tracer = new_tracer()
@@ -37,12 +36,7 @@ service = functools.cache(serving.feedback_service)
 @tracer.capture_method
 def feedback(generation_id: str, request: Annotated[FeedbackRequest, Body()]):
     key = app.current_event.get_header_value("Idempotency-Key")
-    accepted = service().submit(generation_id, request, idempotency_key=key)
-    metrics.add_dimension(name="variant", value=accepted.variant)
-    metrics.add_metric(name="FeedbackAccepted", unit=MetricUnit.Count, value=1)
-    if accepted.reward >= POSITIVE_REWARD:
-        metrics.add_metric(name="PositiveFeedback", unit=MetricUnit.Count, value=1)
-    logger.info("feedback queued", extra=accepted.as_dict())
+    accepted = serving.submit_counted(service(), generation_id, request, key, metrics, logger)
     return json_response(202, accepted.as_dict())
 
 

@@ -15,13 +15,11 @@ from typing import Annotated, Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters import serving
 from tweetgen.adapters.api import as_json_request, json_response, new_resolver
 from tweetgen.adapters.tracing import new_tracer
 from tweetgen.domain.serving import GenerateRequest
-from tweetgen.services.serving import EndpointError
 
 logger = Logger()
 tracer = new_tracer()
@@ -35,19 +33,7 @@ service = functools.cache(serving.generation_service)
 @app.post("/generations")
 @tracer.capture_method
 def generate(request: Annotated[GenerateRequest, Body()]):
-    try:
-        served = service().generate(request)
-    except EndpointError as exc:
-        metrics.add_metric(name="GenerationErrors", unit=MetricUnit.Count, value=1)
-        logger.warning("the endpoint failed", extra={"reason": exc.reason})
-        raise
-    metrics.add_dimension(name="variant", value=served.variant)
-    metrics.add_metric(name="Generations", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=served.latency_ms)
-    logger.info(
-        "generated",
-        extra={"variant": served.variant, "generation_id": served.generation_id},
-    )
+    served = serving.generate_counted(service(), request, metrics, logger)
     return json_response(201, served.as_dict())
 
 

@@ -18,15 +18,12 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import AppSyncResolver
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters import appsync, serving
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.tracing import new_tracer
-from tweetgen.domain.serving import POSITIVE_REWARD
 from tweetgen.services.experiment import experiment_status
 from tweetgen.services.serving import (
-    EndpointError,
     FeedbackService,
     GenerationService,
     ServiceError,
@@ -69,18 +66,7 @@ def database() -> Database:
 @tracer.capture_method
 def generate(**arguments: Any) -> dict[str, Any]:
     request = appsync.generate_request(arguments)
-    try:
-        served = generations().generate(request)
-    except EndpointError as exc:
-        metrics.add_metric(name="GenerationErrors", unit=MetricUnit.Count, value=1)
-        logger.warning("the endpoint failed", extra={"reason": exc.reason})
-        raise
-    metrics.add_dimension(name="variant", value=served.variant)
-    metrics.add_metric(name="Generations", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="ModelLatency", unit=MetricUnit.Milliseconds, value=served.latency_ms)
-    logger.info(
-        "generated", extra={"variant": served.variant, "generation_id": served.generation_id}
-    )
+    served = serving.generate_counted(generations(), request, metrics, logger)
     return appsync.served_generation(served)
 
 
@@ -91,14 +77,10 @@ def send_feedback(**arguments: Any) -> dict[str, Any]:
     key = arguments.get("idempotencyKey")
     if key is None:  # else the header the REST API reads (AppSync lowercases header names)
         key = app.current_event.request_headers.get("idempotency-key")
-    accepted = feedback_service().submit(
-        str(arguments.get("generationId")), request, idempotency_key=key
+    generation_id = str(arguments.get("generationId"))
+    accepted = serving.submit_counted(
+        feedback_service(), generation_id, request, key, metrics, logger
     )
-    metrics.add_dimension(name="variant", value=accepted.variant)
-    metrics.add_metric(name="FeedbackAccepted", unit=MetricUnit.Count, value=1)
-    if accepted.reward >= POSITIVE_REWARD:
-        metrics.add_metric(name="PositiveFeedback", unit=MetricUnit.Count, value=1)
-    logger.info("feedback queued", extra=accepted.as_dict())
     return appsync.feedback_receipt(accepted)
 
 

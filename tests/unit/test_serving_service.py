@@ -11,11 +11,13 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools import Logger, Metrics
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.sagemaker import EndpointVariants, SageMakerRuntime, ServingEndpoint
+from tweetgen.adapters.serving import generate_counted, submit_counted
 from tweetgen.adapters.sqs import SqsEventQueue
 from tweetgen.domain.serving import (
     FeedbackEvent,
@@ -335,6 +337,88 @@ def test_feedback_is_queued_with_its_reward_and_a_retry_counts_once(queue: Queue
     assert all(isinstance(e, FeedbackEvent) for e in events) and len(events) == 3
     with pytest.raises(RequestRejected, match="Idempotency-Key"):
         feedback.submit(generation_id, FeedbackRequest(reward=4), idempotency_key="k" * 129)
+
+
+# --------------------------------------------------------------------------- what the functions count
+
+
+@pytest.fixture
+def metrics() -> Iterator[Metrics]:
+    emitted = Metrics(namespace="tweetgen", service="api")
+    emitted.clear_metrics()
+    yield emitted
+    emitted.clear_metrics()
+
+
+def counted(metrics: Metrics) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metric values, each the list of values added, and dimensions) of the metric set the
+    function would flush."""
+    emf: dict[str, Any] = dict(metrics.serialize_metric_set())
+    names = [m["Name"] for m in emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    dimensions = emf["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]
+    return {n: emf[n] for n in names}, {d: emf[d] for d in dimensions}
+
+
+def test_a_served_generation_counts_for_its_variant_with_its_latency(
+    queue: Queue, metrics: Metrics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_endpoint({"lstm": 1.0, "gpt2": 1.0})
+    runtime = Runtime()
+    variant = assign_variant("erin", {"lstm": 1.0, "gpt2": 1.0}, "tweetgen")
+    runtime.answers(variant, [{"generated_text": " hi"}])
+
+    served = generate_counted(
+        service(queue, runtime), GenerateRequest(user_id="erin"), metrics, Logger(service="api")
+    )
+
+    values, dimensions = counted(metrics)
+    assert values == {"Generations": [1.0], "ModelLatency": [served.latency_ms]}
+    assert dimensions["variant"] == variant
+    logged = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert logged["message"] == "generated"
+    assert (logged["variant"], logged["generation_id"]) == (variant, served.generation_id)
+
+
+def test_an_endpoint_failure_is_counted_logged_and_raised(
+    queue: Queue, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_endpoint({"lstm": 1.0, "gpt2": 1.0})
+    runtime = Runtime()
+    runtime.fails("ModelError", "the model container crashed")
+
+    with pytest.raises(EndpointError):
+        generate_counted(
+            service(queue, runtime), GenerateRequest(user_id="fay"), metrics, Logger(service="api")
+        )
+
+    values, _ = counted(metrics)
+    assert values == {"GenerationErrors": [1.0]}
+    (logged,) = [r for r in caplog.records if r.getMessage() == "the endpoint failed"]
+    assert logged.levelname == "WARNING" and "ModelError" in logged.__dict__["reason"]
+
+
+@pytest.mark.parametrize(
+    ("reward", "positive"), [("like", True), ("dislike", False), (3, True), (2, False)]
+)
+def test_feedback_counts_for_its_variant_and_as_positive_when_it_is(
+    queue: Queue, metrics: Metrics, reward: Any, positive: bool
+) -> None:
+    ids = GenerationIds(KEY)
+    generation_id = ids.issue("gpt2")
+
+    accepted = submit_counted(
+        FeedbackService(queue.adapter, ids),
+        generation_id,
+        FeedbackRequest(reward=reward),
+        None,
+        metrics,
+        Logger(service="api"),
+    )
+
+    values, dimensions = counted(metrics)
+    expected = {"FeedbackAccepted": [1.0]} | ({"PositiveFeedback": [1.0]} if positive else {})
+    assert values == expected
+    assert dimensions["variant"] == accepted.variant == "gpt2"
 
 
 # --------------------------------------------------------------------------- recorder
