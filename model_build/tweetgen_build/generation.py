@@ -72,35 +72,28 @@ _BLOCK = 16
 
 
 def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """``tf.math.top_k(logits, k)`` (values, ids), in two small passes when k is small.
+    """``tf.math.top_k(logits, k)`` (values, ids), in two small passes.
 
     TensorFlow's TopK over a whole vocabulary costs more than the vocabulary head itself at
     batch 8. The k largest values all lie in the k blocks (of ``_BLOCK`` ids) with the largest
     maxima, so: the maximum of every block, the top k of those, then the top k of those blocks'
     ids. Blocks are taken in id order, so equal values come out lowest id first, as with
-    ``tf.math.top_k``; the answer differs only if values tie exactly at the k-th place.
+    ``tf.math.top_k``; the answer differs only if values tie exactly at the k-th place. When k
+    is at least the number of blocks, every block is a candidate (no branch: this runs once
+    per generated token, inside the loop).
     """
     vocab = tf.shape(logits)[-1]
-
-    def two_passes() -> tuple[tf.Tensor, tf.Tensor]:
-        batch = tf.shape(logits)[0]
-        blocks = (vocab + _BLOCK - 1) // _BLOCK
-        padded = tf.pad(
-            logits, [[0, 0], [0, blocks * _BLOCK - vocab]], constant_values=float("-inf")
-        )
-        grouped = tf.reshape(padded, [batch, blocks, _BLOCK])
-        _, best = tf.math.top_k(tf.reduce_max(grouped, axis=-1), k=k)
-        best = tf.sort(best, axis=-1)
-        candidates = tf.reshape(tf.gather(grouped, best, batch_dims=1), [batch, k * _BLOCK])
-        values, at = tf.math.top_k(candidates, k=k)
-        ids = tf.gather(best, at // _BLOCK, batch_dims=1) * _BLOCK + at % _BLOCK
-        return values, ids
-
-    def one_pass() -> tuple[tf.Tensor, tf.Tensor]:
-        values, ids = tf.math.top_k(logits, k=k)
-        return values, ids
-
-    return tf.cond(k * _BLOCK < vocab, two_passes, one_pass)
+    batch = tf.shape(logits)[0]
+    blocks = (vocab + _BLOCK - 1) // _BLOCK
+    padded = tf.pad(logits, [[0, 0], [0, blocks * _BLOCK - vocab]], constant_values=float("-inf"))
+    grouped = tf.reshape(padded, [batch, blocks, _BLOCK])
+    chosen = tf.minimum(k, blocks)
+    _, best = tf.math.top_k(tf.reduce_max(grouped, axis=-1), k=chosen)
+    best = tf.sort(best, axis=-1)
+    candidates = tf.reshape(tf.gather(grouped, best, batch_dims=1), [batch, chosen * _BLOCK])
+    values, at = tf.math.top_k(candidates, k=k)
+    ids = tf.gather(best, at // _BLOCK, batch_dims=1) * _BLOCK + at % _BLOCK
+    return values, ids
 
 
 def candidate_count(top_k: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:
@@ -170,38 +163,40 @@ def generate_loop(
     k = candidate_count(top_k, tf.shape(logits)[-1])
     column_hash = _column_hash(k)
 
+    def pick(logits: tf.Tensor, i: tf.Tensor, finished: tf.Tensor) -> tf.Tensor:
+        token = _pick(logits, temperature, k, row_hash, column_hash, i)
+        return tf.where(finished, tf.constant(eos_id, tf.int32), token)
+
+    # The first token comes from the prompt's logits; each turn of the loop then runs one
+    # step on the previous token and picks the next, so the last token costs no forward pass
+    # and the loop has no branch in it. A budget of 0 is cut off at the end.
+    first = pick(logits, tf.constant(0), tf.zeros([batch], tf.bool))
+    out = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=tf.TensorShape([None]))
+    out = out.write(0, first)
+
     def cond(
-        i: tf.Tensor, logits: tf.Tensor, cache: Cache, finished: tf.Tensor, out: Any
+        i: tf.Tensor, token: tf.Tensor, cache: Cache, finished: tf.Tensor, out: Any
     ) -> tf.Tensor:
         return tf.logical_and(i < max_new_tokens, tf.logical_not(tf.reduce_all(finished)))
 
     def body(
-        i: tf.Tensor, logits: tf.Tensor, cache: Cache, finished: tf.Tensor, out: Any
+        i: tf.Tensor, token: tf.Tensor, cache: Cache, finished: tf.Tensor, out: Any
     ) -> tuple[Any, ...]:
-        token = _pick(logits, temperature, k, row_hash, column_hash, i)
-        token = tf.where(finished, tf.constant(eos_id, tf.int32), token)
+        logits, cache = step(token, cache)
+        token = pick(logits, i, finished)
         out = out.write(i, token)
-        finished = tf.logical_or(finished, tf.equal(token, eos_id))
-        more = tf.logical_and(i + 1 < max_new_tokens, tf.logical_not(tf.reduce_all(finished)))
-        # The last token needs no forward pass of its own.
-        logits, cache = tf.cond(more, lambda: step(token, cache), lambda: (logits, cache))
-        return i + 1, logits, cache, finished, out
+        return i + 1, token, cache, tf.logical_or(finished, tf.equal(token, eos_id)), out
 
-    out = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=tf.TensorShape([None]))
-    loop_vars = (tf.constant(0), logits, cache, tf.zeros([batch], tf.bool), out)
+    loop_vars = (tf.constant(1), first, cache, tf.equal(first, eos_id), out)
     invariants = (
         tf.TensorShape([]),
-        tf.TensorShape([None, None]),
+        tf.TensorShape([None]),
         cache_invariants(cache),
         tf.TensorShape([None]),
         tf.TensorShape(None),
     )
     _, _, _, _, out = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
-    generated = tf.cond(
-        out.size() > 0,
-        lambda: tf.transpose(out.stack()),
-        lambda: tf.zeros([batch, 0], tf.int32),
-    )
+    generated = tf.transpose(out.stack())[:, : tf.minimum(out.size(), max_new_tokens)]
     is_eos = tf.cast(tf.equal(generated, eos_id), tf.int32)
     lengths = tf.reduce_sum(1 - tf.minimum(tf.cumsum(is_eos, axis=1), 1), axis=1)
     return {"generated_ids": generated, "lengths": lengths}

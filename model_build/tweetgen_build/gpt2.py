@@ -98,6 +98,21 @@ def _linear(x: tf.Tensor, layer: Any) -> tf.Tensor:
     return tf.nn.bias_add(tf.matmul(x, layer.weight), tf.reshape(layer.bias, [-1]))
 
 
+def _vocab_head(x: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
+    """Logits [batch, vocab] of hidden states [batch, d] against the tied table [vocab, d].
+
+    Above batch 1 this is computed as table @ x^T and transposed back: TensorFlow's CPU MatMul
+    with ``transpose_b`` on a table this tall and thin runs 2-4 times slower at batch 2-16 (GPT-2
+    small's head at batch 8: 36 ms against 15 ms). At batch 1 (a matrix-vector product) the
+    direct form is the faster one.
+    """
+    return tf.cond(
+        tf.shape(x)[0] > 1,
+        lambda: tf.transpose(tf.matmul(table, x, transpose_b=True)),
+        lambda: tf.matmul(x, table, transpose_b=True),
+    )
+
+
 def _softmax(x: tf.Tensor) -> tf.Tensor:
     # Plain element-wise ops: for one query row, oneDNN's Softmax costs more than the arithmetic.
     e = tf.exp(x - tf.reduce_max(x, axis=-1, keepdims=True))
@@ -183,7 +198,7 @@ class GPT2Serving(GeneratorServing):
 
     def _next_logits(self, hidden: tf.Tensor) -> tf.Tensor:
         # The vocabulary head on the last position only: one row, not the whole sequence.
-        return tf.matmul(hidden[:, -1, :], self._table(), transpose_b=True)
+        return _vocab_head(hidden[:, -1, :], self._table())
 
     # --- the growing cache (transformers' layers at every step) -------------------------------
 
@@ -296,7 +311,7 @@ class GPT2Serving(GeneratorServing):
             x = x + _linear(m, block.mlp.c_proj)
             new_keys.append(k_cache)
             new_values.append(v_cache)
-        logits = tf.matmul(_layer_norm(x, main.ln_f), table, transpose_b=True)
+        logits = _vocab_head(_layer_norm(x, main.ln_f), table)
         return logits, tuple(new_keys), tuple(new_values), prompt_bias, position, slot + 1
 
     # --- scoring ------------------------------------------------------------------------------

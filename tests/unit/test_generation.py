@@ -54,7 +54,8 @@ def _counting_model(vocab: int, eos_at: dict[int, int]) -> tuple[Any, Any]:
 
     def logits_for(last: tf.Tensor, produced: tf.Tensor) -> tf.Tensor:
         nxt = (last + 1) % vocab
-        stop = tf.constant([eos_at.get(i, 10**6) for i in range(2)]) <= produced
+        limits = tf.constant([eos_at.get(i, 10**6) for i in range(2)])[: tf.shape(last)[0]]
+        stop = limits <= produced
         nxt = tf.where(stop, 0, nxt)
         return tf.one_hot(nxt, vocab) * 10.0
 

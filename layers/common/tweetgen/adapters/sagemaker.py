@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from tweetgen.domain.rollout import EndpointState, VariantState
-from tweetgen.services.serving import EndpointError, ServiceUnavailable, ServingVariant
+from tweetgen.services.errors import EndpointError, ServiceUnavailable, ServingVariant
 
 __all__ = [
     "EndpointVariants",

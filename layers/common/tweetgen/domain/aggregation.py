@@ -29,6 +29,7 @@ __all__ = [
     "LATENCY_BINS_PER_E",
     "MIN_LATENCY_MS",
     "PERCENTILES",
+    "POSITIVE_REWARD",
     "AggregationReport",
     "MetricTotals",
     "WeightsInForce",
@@ -48,6 +49,8 @@ LATENCY_BINS_PER_E = 20
 MIN_LATENCY_MS = 0.001
 #: The percentiles kept per bucket, as whole percents (integer arithmetic in SQL and here).
 PERCENTILES = (50, 95)
+#: Rewards at or above this count as positive (a like, or a rating of 3 and more).
+POSITIVE_REWARD = 0.5
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

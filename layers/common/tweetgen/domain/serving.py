@@ -28,6 +28,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints
 
+from tweetgen.domain.aggregation import POSITIVE_REWARD
+
 __all__ = [
     "MAX_FAILURE_REASON_CHARS",
     "MAX_PROMPT_CHARS",
@@ -56,8 +58,6 @@ MAX_NEW_TOKENS_CEILING = 256
 DEFAULT_MAX_NEW_TOKENS_CAP = 64
 MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 1000
-#: Rewards at or above this count as positive (a like, or a rating of 3 and more).
-POSITIVE_REWARD = 0.5
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 

@@ -44,7 +44,7 @@ from tweetgen.domain.aggregation import (
 )
 from tweetgen.domain.experiment import Decision, ExperimentSettings, VariantSnapshot, decide
 from tweetgen.domain.rollout import EndpointState
-from tweetgen.services.serving import ServingVariant
+from tweetgen.services.errors import ServingVariant
 
 __all__ = [
     "AggregationReport",

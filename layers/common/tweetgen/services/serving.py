@@ -34,6 +34,16 @@ from tweetgen.domain.serving import (
     new_user_id,
     normalise_reward,
 )
+from tweetgen.services.errors import (
+    EndpointError,
+    MalformedEvent,
+    QueueError,
+    RequestRejected,
+    ServiceError,
+    ServiceUnavailable,
+    ServingVariant,
+    UnknownGeneration,
+)
 
 __all__ = [
     "EndpointError",
@@ -58,58 +68,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- errors
-
-
-class ServiceError(Exception):
-    """A request that cannot be served; ``status`` is the HTTP status it stands for."""
-
-    status = 500
-
-    def __init__(self, reason: str, details: Sequence[str] = ()) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.details = list(details)
-
-
-class RequestRejected(ServiceError):
-    status = 422
-
-
-class UnknownGeneration(ServiceError):
-    status = 404
-
-
-class EndpointError(ServiceError):
-    """The model endpoint failed or answered something that is not a generation."""
-
-    status = 502
-
-
-class ServiceUnavailable(ServiceError):
-    """Nothing can serve right now (no variant in service); the client may retry."""
-
-    status = 503
-
-
-class QueueError(ServiceUnavailable):
-    """The event could not be queued: the request is refused rather than lost."""
-
-
-class MalformedEvent(ValueError):
-    """A queued message that is not an event of this service."""
-
-
 # --------------------------------------------------------------------------- ports
-
-
-@dataclass(frozen=True)
-class ServingVariant:
-    """A production variant as the generate function sees it."""
-
-    name: str
-    weight: float
-    model_version: str
 
 
 class VariantsSource(Protocol):

@@ -47,6 +47,7 @@ from sqlalchemy.sql.elements import BindParameter
 from tweetgen.domain.aggregation import (
     LATENCY_BINS_PER_E,
     MIN_LATENCY_MS,
+    POSITIVE_REWARD,
     AggregationReport,
     MetricTotals,
     WeightsInForce,
@@ -56,7 +57,6 @@ from tweetgen.domain.aggregation import (
     bucket_start,
     read_from,
 )
-from tweetgen.domain.serving import POSITIVE_REWARD
 
 from . import schema
 from .columns import UTCDateTime

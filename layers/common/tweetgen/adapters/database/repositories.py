@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, Row, Table, case, func, select, updat
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.sql.dml import Insert
 
-from tweetgen.domain.serving import POSITIVE_REWARD
+from tweetgen.domain.aggregation import POSITIVE_REWARD
 
 from . import schema
 from .engine import SQLITE_BEGIN_OPTION, is_mysql

@@ -1,0 +1,73 @@
+"""The serving service's errors and what it knows of a variant, free of pydantic.
+
+Kept apart from :mod:`tweetgen.services.serving` so that functions which only talk to the
+endpoint (the rollout's, the aggregation) raise and read these without importing the request
+models and pydantic at cold start. :mod:`tweetgen.services.serving` exports them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "EndpointError",
+    "MalformedEvent",
+    "QueueError",
+    "RequestRejected",
+    "ServiceError",
+    "ServiceUnavailable",
+    "ServingVariant",
+    "UnknownGeneration",
+]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ServiceError(Exception):
+    """A request that cannot be served; ``status`` is the HTTP status it stands for."""
+
+    status = 500
+
+    def __init__(self, reason: str, details: Sequence[str] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = list(details)
+
+
+class RequestRejected(ServiceError):
+    status = 422
+
+
+class UnknownGeneration(ServiceError):
+    status = 404
+
+
+class EndpointError(ServiceError):
+    """The model endpoint failed or answered something that is not a generation."""
+
+    status = 502
+
+
+class ServiceUnavailable(ServiceError):
+    """Nothing can serve right now (no variant in service); the client may retry."""
+
+    status = 503
+
+
+class QueueError(ServiceUnavailable):
+    """The event could not be queued: the request is refused rather than lost."""
+
+
+class MalformedEvent(ValueError):
+    """A queued message that is not an event of this service."""
+
+
+@dataclass(frozen=True)
+class ServingVariant:
+    """A production variant as the generate function sees it."""
+
+    name: str
+    weight: float
+    model_version: str
