@@ -14,7 +14,8 @@ from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificati
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.s3 import ArtifactStore
 from tweetgen.adapters.tracing import new_tracer
-from tweetgen.services.rollout import RolloutError, RolloutSettings, validate_upload
+from tweetgen.services.rollout import RolloutError, RolloutSettings
+from tweetgen.services.upload import validate_upload
 
 logger = Logger()
 tracer = new_tracer()

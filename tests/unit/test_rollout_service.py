@@ -48,8 +48,8 @@ from tweetgen.services.rollout import (
     record_rollout,
     scale_variants,
     smoke_test,
-    validate_upload,
 )
+from tweetgen.services.upload import validate_upload
 from tweetgen_local import moto_gaps
 
 from tests.unit.test_artifact import artifact_bytes, good_files, metadata_dict
