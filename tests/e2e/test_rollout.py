@@ -280,6 +280,15 @@ def test_each_variant_rolls_out_and_then_serves_that_version(
         assert [s["name"] for s in finished.steps or []][:2] == ["ReadEvent", "Validate"]
         version = rollouts.db.model_versions.get(variant, "v1")
         assert version is not None and version.offline_metrics
+        # The model carries its version and the template's TensorFlow Serving thread settings.
+        container = rollouts.sagemaker.describe_model(ModelName=f"tweetgen-{variant}-v1")
+        environment = container["PrimaryContainer"]["Environment"]
+        assert environment == {
+            "TWEETGEN_VARIANT": variant,
+            "TWEETGEN_MODEL_VERSION": "v1",
+            "SAGEMAKER_TFS_INTRA_OP_PARALLELISM": "0",
+            "SAGEMAKER_TFS_INTER_OP_PARALLELISM": "0",
+        }
 
 
 def test_bad_artifacts_fail_at_validation_and_leave_the_endpoint_untouched(
