@@ -11,16 +11,14 @@ tests, the sample-ratio check and the last decision.
 # carry no return annotation: the resolver would validate their answers against it.
 
 import functools
-import os
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen.adapters import serving
 from tweetgen.adapters.api import json_response, new_resolver
 from tweetgen.adapters.database import Database
-from tweetgen.adapters.sagemaker import EndpointVariants
 from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.experiment import experiment_status
 from tweetgen.services.serving import ServiceUnavailable, UnknownGeneration
@@ -30,7 +28,7 @@ tracer = new_tracer(database=True)
 metrics = Metrics()
 app = new_resolver()
 
-ENDPOINT_NAME = os.environ.get("ENDPOINT_NAME", "tweetgen")
+ENDPOINT_NAME = serving.endpoint_name()
 
 
 @functools.cache
@@ -38,10 +36,7 @@ def database() -> Database:
     return Database.from_environment()
 
 
-@functools.cache
-def variants() -> EndpointVariants:
-    ttl_s = float(os.environ.get("VARIANTS_CACHE_SECONDS", "10"))
-    return EndpointVariants(boto3.client("sagemaker"), ENDPOINT_NAME, ttl_s=ttl_s)
+variants = functools.cache(serving.endpoint_variants)
 
 
 @app.get("/generations/<generation_id>")
