@@ -338,7 +338,7 @@ def _latency(data: Mapping[str, Any]) -> go.Figure:
                     mode=_mode(x),
                     connectgaps=False,
                     line={"color": _colour(index), "dash": dash, "width": 2},
-                    marker={"size": 4},
+                    marker={"size": 6},
                     name=f"{name} {percentile}",
                     legendgroup=name,
                     customdata=values["errors"],
