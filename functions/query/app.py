@@ -16,19 +16,20 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from tweetgen.adapters import serving
+from tweetgen.adapters import sagemaker
 from tweetgen.adapters.api import json_response, new_resolver
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.tracing import new_tracer
+from tweetgen.services.errors import ServiceUnavailable, UnknownGeneration
 from tweetgen.services.experiment import experiment_status
-from tweetgen.services.serving import ServiceUnavailable, UnknownGeneration
 
 logger = Logger()
 tracer = new_tracer(database=True)
 metrics = Metrics()
-app = new_resolver()
+# GET routes with string path parameters only: nothing for pydantic to validate.
+app = new_resolver(validation=False)
 
-ENDPOINT_NAME = serving.endpoint_name()
+ENDPOINT_NAME = sagemaker.endpoint_name()
 
 
 @functools.cache
@@ -36,7 +37,7 @@ def database() -> Database:
     return Database.from_environment()
 
 
-variants = functools.cache(serving.endpoint_variants)
+variants = functools.cache(sagemaker.endpoint_variants)
 
 
 @app.get("/generations/<generation_id>")

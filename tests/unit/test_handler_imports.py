@@ -16,9 +16,17 @@ from tests.conftest import REPO_ROOT
 FUNCTIONS = sorted(p.parent.name for p in (REPO_ROOT / "functions").glob("*/app.py"))
 DATABASE_FUNCTIONS = {"aggregate", "graphql", "migrate", "query", "recorder", "rollout_record"}
 NEVER = {"tensorflow", "numpy", "transformers", "tf_keras", "keras", "tokenizers"}
-# Functions that neither parse a request nor a queued event nor an artifact's metadata: the
-# request models and pydantic (tens of milliseconds of cold start) stay out of them.
-NO_PYDANTIC = {"aggregate", "migrate", "rollout_plan", "rollout_record", "rollout_smoke_test"}
+# Functions that neither parse a request body nor a queued event nor an artifact's metadata:
+# the request models, pydantic and Powertools' request validation (tens of milliseconds of
+# cold start) stay out of them.
+NO_PYDANTIC = {
+    "aggregate",
+    "migrate",
+    "query",
+    "rollout_plan",
+    "rollout_record",
+    "rollout_smoke_test",
+}
 
 _PROBE = """
 import importlib, json, sys

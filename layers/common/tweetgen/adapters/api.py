@@ -1,7 +1,7 @@
 """The REST front door: Powertools' API Gateway resolver with this service's error answers.
 
 Every error is JSON ``{"message": ..., "errors": [{"field": ..., "reason": ...}]}`` with the
-status the service gave it (:class:`~tweetgen.services.serving.ServiceError`), and request
+status the service gave it (:class:`~tweetgen.services.errors.ServiceError`), and request
 validation (pydantic models on the route's parameters) answers 422 with one entry per problem.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from tweetgen.services.serving import ServiceError
+from tweetgen.services.errors import ServiceError
 
 __all__ = [
     "as_json_request",
@@ -83,14 +83,19 @@ def as_json_request(event: Mapping[str, Any], empty_body: str | None = None) -> 
     return answer
 
 
-def new_resolver(cors_origin: str | None = None) -> APIGatewayRestResolver:
+def new_resolver(
+    cors_origin: str | None = None, *, validation: bool = True
+) -> APIGatewayRestResolver:
     """A resolver that validates requests and answers errors in this service's shape.
 
     ``cors_origin`` (default: ``CORS_ORIGIN``, else none) is the frontend allowed to call.
+    ``validation=False`` is for functions whose routes take no body and no typed parameters
+    (path parameters arrive as strings either way): Powertools' validation imports pydantic and
+    its OpenAPI models, about as much cold-start time again as the resolver itself.
     """
     origin = cors_origin if cors_origin is not None else os.environ.get("CORS_ORIGIN", "")
     cors = CORSConfig(allow_origin=origin, allow_headers=["Idempotency-Key"]) if origin else None
-    app = APIGatewayRestResolver(enable_validation=True, cors=cors)
+    app = APIGatewayRestResolver(enable_validation=validation, cors=cors)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(error: RequestValidationError) -> Response:

@@ -7,6 +7,7 @@ Clients are created once per process (a warm Lambda reuses them) and honour
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -17,12 +18,15 @@ from tweetgen.domain.rollout import EndpointState, VariantState
 from tweetgen.services.errors import EndpointError, ServiceUnavailable, ServingVariant
 
 __all__ = [
+    "DEFAULT_ENDPOINT",
     "EndpointVariants",
     "InvocationFailed",
     "ModelAnswer",
     "SageMakerEndpoints",
     "SageMakerRuntime",
     "ServingEndpoint",
+    "endpoint_name",
+    "endpoint_variants",
 ]
 
 
@@ -296,3 +300,19 @@ class EndpointVariants:
                 environment.get(self.VERSION_VARIABLE) or model_name
             )
         return self._model_versions[model_name]
+
+
+DEFAULT_ENDPOINT = "tweetgen"
+
+
+def endpoint_name(env: Mapping[str, str] = os.environ) -> str:
+    return env.get("ENDPOINT_NAME", DEFAULT_ENDPOINT)
+
+
+def endpoint_variants(env: Mapping[str, str] = os.environ) -> EndpointVariants:
+    """The endpoint's variants and weights, read with ``DescribeEndpoint`` and cached for
+    ``VARIANTS_CACHE_SECONDS`` (default 10)."""
+    import boto3
+
+    ttl_s = float(env.get("VARIANTS_CACHE_SECONDS", "10"))
+    return EndpointVariants(boto3.client("sagemaker"), endpoint_name(env), ttl_s=ttl_s)

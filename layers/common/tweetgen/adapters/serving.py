@@ -15,7 +15,13 @@ from collections.abc import Mapping
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from tweetgen.adapters.sagemaker import EndpointVariants, SageMakerRuntime, ServingEndpoint
+from tweetgen.adapters.sagemaker import (
+    EndpointVariants,
+    SageMakerRuntime,
+    ServingEndpoint,
+    endpoint_name,
+    endpoint_variants,
+)
 from tweetgen.adapters.secrets import read_signing_key
 from tweetgen.adapters.sqs import SqsEventQueue
 from tweetgen.domain.serving import (
@@ -32,21 +38,6 @@ from tweetgen.services.serving import (
     GenerationService,
     Served,
 )
-
-DEFAULT_ENDPOINT = "tweetgen"
-
-
-def endpoint_name(env: Mapping[str, str] = os.environ) -> str:
-    return env.get("ENDPOINT_NAME", DEFAULT_ENDPOINT)
-
-
-def endpoint_variants(env: Mapping[str, str] = os.environ) -> EndpointVariants:
-    """The endpoint's variants and weights, read with ``DescribeEndpoint`` and cached for
-    ``VARIANTS_CACHE_SECONDS`` (default 10)."""
-    import boto3
-
-    ttl_s = float(env.get("VARIANTS_CACHE_SECONDS", "10"))
-    return EndpointVariants(boto3.client("sagemaker"), endpoint_name(env), ttl_s=ttl_s)
 
 
 def generation_ids(env: Mapping[str, str] = os.environ) -> GenerationIds:
