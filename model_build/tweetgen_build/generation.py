@@ -39,32 +39,25 @@ def _mix32(x: tf.Tensor) -> tf.Tensor:
 
 
 def _seed_hash(row_seeds: tf.Tensor) -> tf.Tensor:
-    """Each row's 64-bit seed folded into 32 bits (computed once per request)."""
+    """Each row's 64-bit seed folded into 32 bits."""
     seeds = tf.cast(row_seeds, tf.int64)
     lo = tf.bitwise.bitwise_and(seeds, _MASK32)
     hi = tf.bitwise.bitwise_and(tf.bitwise.right_shift(seeds, 32), _MASK32)
     return _mix32(tf.bitwise.bitwise_xor(lo, _mix32(hi + 0x3C6EF372)))
 
 
-def _column_hash(width: tf.Tensor) -> tf.Tensor:
-    """One hash per candidate column (computed once per request)."""
-    return _mix32(tf.range(tf.cast(width, tf.int64), dtype=tf.int64) + 0x1B873593)
+def step_uniforms(row_seeds: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
+    """Uniform(0, 1) draws of shape [steps, rows] that depend only on (row seed, step).
 
-
-def _hashed_uniform(row_hash: tf.Tensor, step: tf.Tensor, column_hash: tf.Tensor) -> tf.Tensor:
-    h = _mix32(tf.bitwise.bitwise_xor(row_hash, _mix32(tf.cast(step, tf.int64) + 0x632BE5AB)))
-    bits = _mix32(tf.bitwise.bitwise_xor(h[:, None], column_hash[None, :]))
-    return tf.cast((tf.cast(bits, tf.float64) + 0.5) / 4294967296.0, tf.float32)
-
-
-def hashed_uniform(row_seeds: tf.Tensor, step: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
-    """Uniform(0, 1) noise of shape [rows, width] that depends only on (row seed, step, column).
-
-    A row's draws do not depend on the other rows of the batch, so row ``i`` of a batch sampled
-    with seed ``s`` equals that prompt alone sampled with seed ``s + i``, and a fresh value at
-    every step (a stateless op with one fixed seed would repeat itself at every step).
+    Sampling takes one draw per row and generated token, all computed once per request. A
+    row's draws do not depend on the other rows of the batch, so row ``i`` of a batch sampled
+    with seed ``s`` equals that prompt alone sampled with seed ``s + i``, and every step gets a
+    fresh draw (a stateless op with one fixed seed would repeat itself at every step).
     """
-    return _hashed_uniform(_seed_hash(row_seeds), step, _column_hash(width))
+    step_hash = _mix32(tf.range(tf.cast(steps, tf.int64), dtype=tf.int64) + 0x632BE5AB)
+    mixed = tf.bitwise.bitwise_xor(step_hash[:, None], _seed_hash(row_seeds)[None, :])
+    bits = _mix32(_mix32(mixed))
+    return tf.cast((tf.cast(bits, tf.float64) + 0.5) / 4294967296.0, tf.float32)
 
 
 # Width of the blocks that ``top_k_candidates`` takes the maximum of.
@@ -80,17 +73,21 @@ def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     ids. Blocks are taken in id order, so equal values come out lowest id first, as with
     ``tf.math.top_k``; the answer differs only if values tie exactly at the k-th place. When k
     is at least the number of blocks, every block is a candidate (no branch: this runs once
-    per generated token, inside the loop).
+    per generated token, inside the loop). With a vocabulary size known when the graph is
+    built (every model's), the block arithmetic costs no operation per token.
     """
-    vocab = tf.shape(logits)[-1]
-    batch = tf.shape(logits)[0]
+    vocab: Any = logits.shape[-1]
+    if vocab is None:
+        vocab = tf.shape(logits)[-1]
     blocks = (vocab + _BLOCK - 1) // _BLOCK
-    padded = tf.pad(logits, [[0, 0], [0, blocks * _BLOCK - vocab]], constant_values=float("-inf"))
-    grouped = tf.reshape(padded, [batch, blocks, _BLOCK])
+    padding = blocks * _BLOCK - vocab
+    if not isinstance(padding, int) or padding:
+        logits = tf.pad(logits, [[0, 0], [0, padding]], constant_values=float("-inf"))
+    grouped = tf.reshape(logits, [-1, blocks, _BLOCK])
     chosen = tf.minimum(k, blocks)
     _, best = tf.math.top_k(tf.reduce_max(grouped, axis=-1), k=chosen)
     best = tf.sort(best, axis=-1)
-    candidates = tf.reshape(tf.gather(grouped, best, batch_dims=1), [batch, chosen * _BLOCK])
+    candidates = tf.reshape(tf.gather(grouped, best, batch_dims=1), [-1, chosen * _BLOCK])
     values, at = tf.math.top_k(candidates, k=k)
     ids = tf.gather(best, at // _BLOCK, batch_dims=1) * _BLOCK + at % _BLOCK
     return values, ids
@@ -102,20 +99,26 @@ def candidate_count(top_k: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:
 
 
 def _pick(
-    logits: tf.Tensor,
-    temperature: tf.Tensor,
-    k: tf.Tensor,
-    row_hash: tf.Tensor,
-    column_hash: tf.Tensor,
-    step: tf.Tensor,
+    logits: tf.Tensor, inverse_temperature: tf.Tensor, k: tf.Tensor, uniform: tf.Tensor
 ) -> tf.Tensor:
+    """The next token per row: top-k sampling by inverse CDF with one draw per row.
+
+    The candidates come sorted by logit, so the first is the greedy choice and the scaled
+    weights ``exp((v - v_max) / T)`` start at 1. The chosen candidate is the first whose
+    cumulative weight exceeds ``uniform`` times the total; candidates of weight 0 (a logit of
+    -inf) are never chosen. ``inverse_temperature`` 0 means greedy.
+    """
     values, indices = top_k_candidates(logits, k)
     greedy = indices[:, 0]
-    scaled = values / tf.maximum(temperature, 1e-6)
-    gumbel = -tf.math.log(-tf.math.log(_hashed_uniform(row_hash, step, column_hash)))
-    choice = tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)
-    sampled = tf.gather(indices, choice, batch_dims=1)
-    return tf.where(temperature > 0.0, sampled, greedy)
+    cumulative = tf.cumsum(tf.exp((values - values[:, :1]) * inverse_temperature), axis=-1)
+    below = tf.cast(cumulative < uniform[:, None] * cumulative[:, -1:], tf.int32)
+    sampled = tf.gather(indices, tf.reduce_sum(below, axis=-1), batch_dims=1)
+    return tf.where(inverse_temperature > 0.0, sampled, greedy)
+
+
+def _inverse_temperature(temperature: tf.Tensor) -> tf.Tensor:
+    """1/T for sampling; 0 for greedy decoding (temperature <= 0)."""
+    return tf.where(temperature > 0.0, 1.0 / tf.maximum(temperature, 1e-6), 0.0)
 
 
 def select_next(
@@ -125,12 +128,13 @@ def select_next(
     row_seeds: tf.Tensor,
     step: tf.Tensor,
 ) -> tf.Tensor:
-    """Next token per row: greedy when temperature <= 0, else top-k sampling (Gumbel-max).
+    """Next token per row: greedy when temperature <= 0, else top-k sampling.
 
     Sampling only among the top-k candidates keeps the cost independent of the vocabulary size.
     """
     k = candidate_count(top_k, tf.shape(logits)[-1])
-    return _pick(logits, temperature, k, _seed_hash(row_seeds), _column_hash(k), step)
+    uniform = step_uniforms(row_seeds, step + 1)[step]
+    return _pick(logits, _inverse_temperature(temperature), k, uniform)
 
 
 Cache = Any
@@ -158,13 +162,15 @@ def generate_loop(
     batch = tf.shape(input_ids)[0]
     logits, cache = prefill(input_ids, attention_mask)
     max_new_tokens = tf.maximum(max_new_tokens, 0)
-    # What sampling needs that does not change from token to token, computed once.
-    row_hash = _seed_hash(tf.cast(seed, tf.int64) + tf.range(batch, dtype=tf.int64))
+    # What sampling needs, computed once per request: one draw per row and token.
+    uniforms = step_uniforms(
+        tf.cast(seed, tf.int64) + tf.range(batch, dtype=tf.int64), tf.maximum(max_new_tokens, 1)
+    )
     k = candidate_count(top_k, tf.shape(logits)[-1])
-    column_hash = _column_hash(k)
+    inverse_temperature = _inverse_temperature(temperature)
 
     def pick(logits: tf.Tensor, i: tf.Tensor, finished: tf.Tensor) -> tf.Tensor:
-        token = _pick(logits, temperature, k, row_hash, column_hash, i)
+        token = _pick(logits, inverse_temperature, k, uniforms[i])
         return tf.where(finished, tf.constant(eos_id, tf.int32), token)
 
     # The first token comes from the prompt's logits; each turn of the loop then runs one

@@ -6,25 +6,28 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tweetgen_build.generation import generate_loop, hashed_uniform, select_next
+from tweetgen_build.generation import generate_loop, select_next, step_uniforms
 
 
-def test_hashed_uniform_is_in_range_deterministic_and_roughly_uniform() -> None:
+def test_step_uniforms_are_in_range_deterministic_and_roughly_uniform() -> None:
     seeds = tf.constant([0, 1, 2**40 + 7], tf.int64)
-    u = hashed_uniform(seeds, tf.constant(3), tf.constant(20000)).numpy()
-    assert u.shape == (3, 20000)
+    u = step_uniforms(seeds, tf.constant(20000)).numpy()
+    assert u.shape == (20000, 3)
     assert (u > 0).all() and (u < 1).all()
-    np.testing.assert_array_equal(
-        u, hashed_uniform(seeds, tf.constant(3), tf.constant(20000)).numpy()
-    )
-    for row in u:  # mean 1/2 and a flat histogram
+    np.testing.assert_array_equal(u, step_uniforms(seeds, tf.constant(20000)).numpy())
+    for row in u.T:  # each row's draws over the steps: mean 1/2 and a flat histogram
         assert abs(row.mean() - 0.5) < 0.01
         counts, _ = np.histogram(row, bins=10, range=(0, 1))
         assert counts.min() > 1800 and counts.max() < 2200
-    # Different rows, steps and seeds give different draws.
-    assert not np.allclose(u[0], u[1])
-    other_step = hashed_uniform(seeds, tf.constant(4), tf.constant(20000)).numpy()
-    assert not np.allclose(u, other_step)
+    # Different rows and steps give different draws, uncorrelated from one step to the next.
+    assert not np.allclose(u[:, 0], u[:, 1])
+    assert abs(np.corrcoef(u[:-1, 0], u[1:, 0])[0, 1]) < 0.03
+    # A row's draws depend on its own seed only, not on the batch it is in.
+    np.testing.assert_array_equal(u[:, 2], step_uniforms(seeds[2:], tf.constant(20000))[:, 0])
+    # Many seeds at one step are uniform too (a batch's rows at the same token).
+    across = step_uniforms(tf.range(20000, dtype=tf.int64), tf.constant(1)).numpy()[0]
+    counts, _ = np.histogram(across, bins=10, range=(0, 1))
+    assert counts.min() > 1800 and counts.max() < 2200
 
 
 def test_select_next_is_greedy_at_zero_temperature_and_top1() -> None:
