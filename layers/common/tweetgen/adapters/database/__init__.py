@@ -10,8 +10,10 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from sqlalchemy import URL, Engine
 
@@ -24,7 +26,6 @@ from .engine import (
     normalise_url,
     shared_engine,
 )
-from .experiment import ExperimentStateRepository, MetricsRepository
 from .migrations import MIGRATIONS, Migration, MigrationLockTimeout, applied_versions, migrate
 from .repositories import (
     ROLLOUT_STATUSES,
@@ -47,6 +48,9 @@ from .repositories import (
     VariantTotals,
 )
 from .rollout_recorder import DatabaseRolloutRecorder
+
+if TYPE_CHECKING:
+    from .experiment import ExperimentStateRepository, MetricsRepository
 
 __all__ = [
     "MIGRATIONS",
@@ -91,9 +95,21 @@ class Database:
         self.feedback = FeedbackRepository(engine)
         self.decisions = DecisionRepository(engine)
         self.failures = GenerationFailureRepository(engine)
-        self.metrics = MetricsRepository(engine)
-        self.experiment = ExperimentStateRepository(engine)
         self.variant_metrics = VariantMetricsRepository(engine)
+
+    # The experiment's repositories (and the statistics behind them) are imported on first use:
+    # the recorder, the migration and the rollout functions never use them.
+    @functools.cached_property
+    def metrics(self) -> MetricsRepository:
+        from .experiment import MetricsRepository
+
+        return MetricsRepository(self.engine)
+
+    @functools.cached_property
+    def experiment(self) -> ExperimentStateRepository:
+        from .experiment import ExperimentStateRepository
+
+        return ExperimentStateRepository(self.engine)
 
     @classmethod
     def from_url(
