@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
@@ -143,6 +143,37 @@ def timed_runs(fn: Callable[[], object], *, repeats: int, warmup: int) -> list[f
         start = time.perf_counter()
         fn()
         seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def interleaved_runs(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    repeats: Mapping[str, int],
+    warmup: Mapping[str, int],
+) -> dict[str, list[float]]:
+    """Seconds of each call, the callables timed in turns (one call of each per round).
+
+    On a shared machine load comes in bursts; in turns, a burst falls on every side of a
+    comparison instead of on whichever happened to be measured then. A callable with fewer
+    ``repeats`` (a slow baseline) runs in rounds spread evenly over the others.
+    """
+    for name, fn in fns.items():
+        for _ in range(warmup.get(name, 0)):
+            fn()
+    rounds = max(repeats.values(), default=0)
+    turns = {
+        name: {i * rounds // repeats[name] for i in range(repeats[name])}
+        for name in fns
+        if repeats.get(name, 0) > 0
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(rounds):
+        for name, fn in fns.items():
+            if round_ in turns.get(name, ()):
+                start = time.perf_counter()
+                fn()
+                seconds[name].append(time.perf_counter() - start)
     return seconds
 
 

@@ -10,6 +10,8 @@ Both models at two sizes, the ``tiny`` preset (``make demo``'s) and the ``small`
 forward pass does not depend on the weights' values. The prompts are the first 8 tokens of
 held-out tweets. Both paths sample top-k 40 at temperature 0.8 and produce 32 new tokens (ours
 is checked to run all 32 steps: it stops early only when every row has sampled end-of-text).
+The loops and the served modules are timed in turns, one call of each per round, so a burst of
+load on a shared machine falls on both sides of a ratio.
 GPT-2 is served three ways against the same loops: the library's default module (static
 key/value cache, no XLA), the same with its decoding step compiled by XLA (``jit_compile=True``,
 an export option that the model server must allow), and with transformers' growing cache (the
@@ -36,10 +38,10 @@ from benchmarks.common import (
     base_parser,
     ensure_project_importable,
     finish,
+    interleaved_runs,
     make_row,
     median,
     progress,
-    timed_runs,
 )
 
 NAME = "generation_speedup"
@@ -50,6 +52,8 @@ TEMPERATURE = 0.8
 VOCAB_SIZE = 8000
 BATCHES = (1, 8)
 GOAL = 100.0
+LOOP = "notebook-loop"
+EAGER = "eager-loop"
 XLA = "gpt2-xla"
 GROWING = "gpt2-growing"
 SERVED = {"lstm": ["lstm"], "gpt2": ["gpt2", XLA, GROWING]}
@@ -204,30 +208,33 @@ def measure_kind(
     seed: int,
     reps: tuple[int, int],
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Both loops once per batch size, then every served module of this kind against them."""
+    """Both loops and every served module of this kind, timed in turns, per batch size."""
     in_graph_reps, loop_reps = reps
     rows: list[Row] = []
     details: dict[str, Any] = {}
     for batch in BATCHES:
         prompt = prompts[:batch]
         rng = np.random.default_rng(seed)
-        loop = timed_runs(
-            partial(notebook_generate, models.predict_last(kind), prompt, rng),
-            repeats=loop_reps,
-            warmup=1,
+        calls = {name: served_call(loaded[name], prompt, seed) for name in SERVED[kind]}
+        first_ms: dict[str, float] = {}
+        outs: dict[str, dict[str, Any]] = {}
+        for name, call in calls.items():  # the first call alone (XLA compiles there)
+            first = time.perf_counter()
+            outs[name] = call()
+            first_ms[name] = (time.perf_counter() - first) * 1e3
+        runs = interleaved_runs(
+            {
+                LOOP: partial(notebook_generate, models.predict_last(kind), prompt, rng),
+                EAGER: partial(notebook_generate, models.call_last(kind), prompt, rng),
+                **calls,
+            },
+            repeats={LOOP: loop_reps, EAGER: loop_reps, **dict.fromkeys(calls, in_graph_reps)},
+            warmup={LOOP: 1, EAGER: 1, **dict.fromkeys(calls, 2)},
         )
-        eager = timed_runs(
-            partial(notebook_generate, models.call_last(kind), prompt, rng),
-            repeats=loop_reps,
-            warmup=1,
-        )
+        loop, eager = runs[LOOP], runs[EAGER]
         loop_ms, eager_ms = median(loop) * 1e3, median(eager) * 1e3
         for name in SERVED[kind]:
-            call = served_call(loaded[name], prompt, seed)
-            first = time.perf_counter()
-            out = call()
-            first_ms = (time.perf_counter() - first) * 1e3
-            ours = timed_runs(call, repeats=in_graph_reps, warmup=2)
+            out, ours = outs[name], runs[name]
             ours_ms = median(ours) * 1e3
             log(
                 f"{LABELS[name]} {preset} batch {batch}: in-graph {ours_ms:,.1f} ms, notebook"
@@ -263,7 +270,7 @@ def measure_kind(
             )
             details[f"{name}-{preset}-batch{batch}"] = {
                 "in_graph_ms": [x * 1e3 for x in ours],
-                "first_call_ms": first_ms,
+                "first_call_ms": first_ms[name],
                 "predict_loop_ms": [x * 1e3 for x in loop],
                 "eager_loop_ms": [x * 1e3 for x in eager],
                 "steps_run": int(out["generated_ids"].shape[1]),
