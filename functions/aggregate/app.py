@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen.adapters.database import Database
-from tweetgen.adapters.sagemaker import SageMakerEndpoints
+from tweetgen.adapters.sagemaker import SageMakerEndpoints, endpoint_name
 from tweetgen.adapters.tracing import new_tracer
 from tweetgen.domain.experiment import ExperimentSettings
 from tweetgen.services.experiment import AggregationSettings, run_experiment
@@ -29,7 +28,7 @@ logger = Logger()
 tracer = new_tracer(database=True)
 metrics = Metrics()
 
-ENDPOINT_NAME = os.environ.get("ENDPOINT_NAME", "tweetgen")
+ENDPOINT_NAME = endpoint_name()
 # Read at start-up: a bad EXPERIMENT_* value fails every run loudly, naming the variable.
 SETTINGS = ExperimentSettings.from_environment()
 AGGREGATION = AggregationSettings.from_environment()
