@@ -11,6 +11,10 @@ anything else runs once more, and ``{"full": true}`` recomputes every bucket fir
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 import dataclasses
 import functools
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.sagemaker import SageMakerEndpoints, endpoint_name
 from tweetgen.adapters.tracing import new_tracer
@@ -97,3 +102,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         },
     )
     return answer
+
+
+coldstart.setup_done()

@@ -6,6 +6,10 @@ so nothing is lost while the database is paused or down. An ``Idempotency-Key`` 
 a retried post count once.
 """
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 # No "from __future__ import annotations": the resolver reads the routes' annotations
 # through the tracer's wrapper, which cannot resolve postponed (string) annotations. Routes
 # carry no return annotation: the resolver would validate their answers against it.
@@ -17,6 +21,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters import serving
 from tweetgen.adapters.api import as_json_request, json_response, new_resolver
 from tweetgen.adapters.tracing import new_tracer
@@ -45,3 +50,6 @@ def feedback(generation_id: str, request: Annotated[FeedbackRequest, Body()]):
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(as_json_request(event), context)
+
+
+coldstart.setup_done()

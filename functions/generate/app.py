@@ -5,6 +5,10 @@ Sticky assignment on the endpoint's current weights, ``InvokeEndpoint`` with
 502 and nothing is recorded as served.
 """
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 # No "from __future__ import annotations": the resolver reads the routes' annotations
 # through the tracer's wrapper, which cannot resolve postponed (string) annotations. Routes
 # carry no return annotation: the resolver would validate their answers against it.
@@ -16,6 +20,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters import serving
 from tweetgen.adapters.api import as_json_request, json_response, new_resolver
 from tweetgen.adapters.tracing import new_tracer
@@ -43,3 +48,6 @@ def generate(request: Annotated[GenerateRequest, Body()]):
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Every field has a default: a POST without a body asks for a tweet from scratch.
     return app.resolve(as_json_request(event, empty_body="{}"), context)
+
+
+coldstart.setup_done()

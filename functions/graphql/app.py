@@ -12,6 +12,10 @@ exception's name and whose message says what to change; any other failure is rep
 # no annotations, so postponed annotations are fine here (unlike the REST resolver).
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 import functools
 from typing import Any
 
@@ -19,6 +23,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import AppSyncResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters import appsync, serving
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.tracing import new_tracer
@@ -166,3 +171,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         raise appsync.InternalFailure(
             f"the request failed; request id {context.aws_request_id} names it in the logs"
         ) from None
+
+
+coldstart.setup_done()

@@ -7,10 +7,15 @@ the tests run, serialised by a database lock); Delete leaves the data alone. The
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters.cloudformation import CustomResourceResult, custom_resource
 from tweetgen.adapters.database import Database, applied_versions
 from tweetgen.adapters.tracing import new_tracer
@@ -38,3 +43,6 @@ def migrate(event: dict[str, Any], context: LambdaContext) -> CustomResourceResu
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.info("custom resource request", extra={"request_type": event.get("RequestType")})
     return migrate(event, context)
+
+
+coldstart.setup_done()

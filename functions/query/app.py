@@ -6,6 +6,10 @@ function runs every minute): each variant's weight now, its figures, P(best), th
 tests, the sample-ratio check and the last decision.
 """
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 # No "from __future__ import annotations": the resolver reads the routes' annotations
 # through the tracer's wrapper, which cannot resolve postponed (string) annotations. Routes
 # carry no return annotation: the resolver would validate their answers against it.
@@ -16,6 +20,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters import sagemaker
 from tweetgen.adapters.api import json_response, new_resolver
 from tweetgen.adapters.database import Database
@@ -78,3 +83,6 @@ def get_experiment():
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+coldstart.setup_done()

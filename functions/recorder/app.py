@@ -10,6 +10,10 @@ on the queue for the next try.
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 import functools
 from typing import Any
 
@@ -22,6 +26,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.serving import MalformedEvent, parse_event, record_event, record_events
@@ -76,3 +81,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     failed = len(response.get("batchItemFailures") or [])
     metrics.add_metric(name="EventsFailed", unit=MetricUnit.Count, value=failed)
     return dict(response)
+
+
+coldstart.setup_done()

@@ -6,10 +6,15 @@ Raises ``RolloutQueued`` / ``EndpointBusy`` while another rollout or update hold
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters.sagemaker import SageMakerEndpoints
 from tweetgen.adapters.stepfunctions import RolloutExecutions
 from tweetgen.adapters.tracing import new_tracer
@@ -47,3 +52,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         extra={"action": plan["action"], "config": plan["config_name"], "reason": plan["reason"]},
     )
     return plan
+
+
+coldstart.setup_done()

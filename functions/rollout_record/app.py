@@ -9,12 +9,17 @@ file ``ROLLOUT_LOG_PATH`` when set, else to this function's logs.
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters.autoscaling import EndpointAutoScaling
 from tweetgen.adapters.rollout_log import JsonLinesRecorder, LogRecorder
 from tweetgen.adapters.sagemaker import SageMakerEndpoints
@@ -94,3 +99,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             metrics.add_metric(name="ScalingPolicyFailures", unit=MetricUnit.Count, value=1)
             outcome["scaled"] = []
     return outcome
+
+
+coldstart.setup_done()

@@ -5,11 +5,16 @@ Raises ``SmokeTestFailed`` (the state machine then rolls the endpoint back).
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters.sagemaker import SageMakerEndpoints, SageMakerRuntime
 from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.rollout import RolloutSettings, SmokeTestFailed, smoke_test
@@ -47,3 +52,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     )
     logger.info("smoke test passed", extra={"latency_ms": result["latency_ms"]})
     return result
+
+
+coldstart.setup_done()

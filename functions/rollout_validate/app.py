@@ -6,12 +6,17 @@ problem found; otherwise returns where the artifact is, its variant, version and
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until coldstart.setup_done() at the end of this module
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from tweetgen import coldstart
 from tweetgen.adapters.s3 import ArtifactStore
 from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.rollout import RolloutError, RolloutSettings
@@ -44,3 +49,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         extra={"variant": artifact["variant"], "version": artifact["version"]},
     )
     return artifact
+
+
+coldstart.setup_done()
