@@ -14,13 +14,13 @@ SAM_STAMP := $(SAM_VENV)/.installed
 SAM_TOOLS := aws-sam-cli==1.170.0 cfn-lint==1.58.0
 export SAM_CLI ?= $(abspath $(SAM_VENV))/bin/sam
 
-.PHONY: help venv sam-venv actionlint demo test lint lint-template format typecheck unit integration e2e browser bench diagram lock lock-sam clean
+.PHONY: help venv sam-venv actionlint demo test lint lint-template format typecheck unit integration e2e browser bench diagram lock lock-sam service-models clean
 
 help:
 	@echo "make demo   - train both tiny models on the shared tweets and show what they generate"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - run every benchmark and write benchmarks/RESULTS.md"
-	@echo "make lint | lint-template | format | typecheck | unit | integration | e2e | browser | diagram | lock | lock-sam | clean"
+	@echo "make lint | lint-template | format | typecheck | unit | integration | e2e | browser | diagram | lock | lock-sam | service-models | clean"
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -99,6 +99,10 @@ lock:
 	.venv-lock/bin/pip install --quiet "pip==25.3" && .venv-lock/bin/pip install --quiet '.[dev]'
 	.venv-lock/bin/pip freeze --exclude tweetgen | grep -v '^-e' > requirements.lock
 	rm -rf .venv-lock
+
+# Rewrite the layer's cut-down botocore models (after a botocore upgrade; tweetgen/adapters/aws.py).
+service-models: $(STAMP)
+	$(PY) scripts/trim_service_models.py
 
 # Re-resolve requirements-sam.lock (after changing SAM_TOOLS on purpose).
 lock-sam:

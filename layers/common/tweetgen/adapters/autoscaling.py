@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tweetgen.adapters import aws
+
 __all__ = ["EndpointAutoScaling"]
 
 
@@ -20,9 +22,7 @@ class EndpointAutoScaling:
 
     @classmethod
     def from_environment(cls) -> EndpointAutoScaling:
-        import boto3
-
-        return cls(boto3.client("application-autoscaling"))
+        return cls(aws.client("application-autoscaling"))
 
     def register(self, target: Mapping[str, Any], policy: Mapping[str, Any]) -> None:
         self._client.register_scalable_target(**target)

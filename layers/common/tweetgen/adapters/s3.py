@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tweetgen.adapters import aws
 from tweetgen.domain.artifact import ReadableStream
 
 __all__ = ["ArtifactStore", "StoredArtifact"]
@@ -33,9 +34,7 @@ class ArtifactStore:
 
     @classmethod
     def from_environment(cls) -> ArtifactStore:
-        import boto3
-
-        return cls(boto3.client("s3"))
+        return cls(aws.client("s3"))
 
     def open(self, bucket: str, key: str) -> ReadableStream:
         """The object's body, read as it downloads (never seeked, never held whole)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tweetgen.adapters import aws
 from tweetgen.domain.rollout import EndpointState, VariantState
 from tweetgen.services.errors import EndpointError, ServiceUnavailable, ServingVariant
 
@@ -62,9 +63,7 @@ class SageMakerEndpoints:
 
     @classmethod
     def from_environment(cls) -> SageMakerEndpoints:
-        import boto3
-
-        return cls(boto3.client("sagemaker"))
+        return cls(aws.client("sagemaker"))
 
     def describe_endpoint(self, name: str) -> EndpointState | None:
         """The endpoint as it is now, or None when there is no endpoint of that name."""
@@ -176,12 +175,11 @@ class SageMakerRuntime:
 
     @classmethod
     def from_environment(cls) -> SageMakerRuntime:
-        import boto3
         from botocore.config import Config
 
         # A smoke test must see a failing model fail, not retry it into a timeout.
         config = Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=60)
-        return cls(boto3.client("sagemaker-runtime", config=config))
+        return cls(aws.client("sagemaker-runtime", config=config))
 
     def invoke(self, endpoint_name: str, variant: str | None, body: bytes) -> ModelAnswer:
         kwargs: dict[str, Any] = {
@@ -312,7 +310,5 @@ def endpoint_name(env: Mapping[str, str] = os.environ) -> str:
 def endpoint_variants(env: Mapping[str, str] = os.environ) -> EndpointVariants:
     """The endpoint's variants and weights, read with ``DescribeEndpoint`` and cached for
     ``VARIANTS_CACHE_SECONDS`` (default 10)."""
-    import boto3
-
     ttl_s = float(env.get("VARIANTS_CACHE_SECONDS", "10"))
-    return EndpointVariants(boto3.client("sagemaker"), endpoint_name(env), ttl_s=ttl_s)
+    return EndpointVariants(aws.client("sagemaker"), endpoint_name(env), ttl_s=ttl_s)

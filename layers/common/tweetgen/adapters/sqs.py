@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from tweetgen.adapters import aws
 from tweetgen.domain.serving import FeedbackEvent, GenerationEvent
 from tweetgen.services.serving import QueueError, QueueEvent
 
@@ -37,12 +38,10 @@ class SqsEventQueue:
 
     @classmethod
     def from_environment(cls) -> SqsEventQueue:
-        import boto3
-
         url = os.environ.get("EVENTS_QUEUE_URL", "").strip()
         if not url:
             raise RuntimeError("EVENTS_QUEUE_URL is not set: the template gives it the queue URL")
-        return cls(boto3.client("sqs"), url)
+        return cls(aws.client("sqs"), url)
 
     def send(self, events: Sequence[QueueEvent]) -> None:
         for start in range(0, len(events), MAX_BATCH):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from tweetgen.adapters import aws
 from tweetgen.services.rollout import QueuedExecution, RolloutStep
 
 __all__ = ["RolloutExecutions", "state_machine_arn", "steps_from_history"]
@@ -55,9 +56,7 @@ class RolloutExecutions:
 
     @classmethod
     def from_environment(cls) -> RolloutExecutions:
-        import boto3
-
-        return cls(boto3.client("stepfunctions"))
+        return cls(aws.client("stepfunctions"))
 
     def running(self, execution_arn: str) -> list[QueuedExecution]:
         """Every RUNNING execution of the state machine that ``execution_arn`` belongs to."""

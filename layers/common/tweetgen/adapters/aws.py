@@ -1,0 +1,54 @@
+"""The boto3 clients of every adapter: one session, SageMaker's API model cut to the calls made.
+
+A botocore client parses its service's whole API model when it is created. SageMaker's lists
+434 operations and 3,260 shapes (about 6 MB of JSON once unzipped): creating a SageMaker client
+took 84 ms here, against 6 ms for a model of the six operations the adapters call. So the layer
+carries that model (``service_models/``, written from the pinned botocore by
+``scripts/trim_service_models.py``; ``make service-models`` after a botocore upgrade) and the
+adapters' session looks there before botocore's own data. Every other file of SageMaker's
+(endpoint rules, paginators, waiters) and every other service still come from botocore.
+
+An operation that is not in :data:`TRIMMED_OPERATIONS` is not a method of these SageMaker
+clients: add it there and regenerate the model.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SERVICE_MODELS", "TRIMMED_OPERATIONS", "client"]
+
+SERVICE_MODELS = Path(__file__).with_name("service_models")
+
+# The operations of a service whose model the layer carries cut down: what the adapters call.
+TRIMMED_OPERATIONS: dict[str, tuple[str, ...]] = {
+    "sagemaker": (
+        "DeleteEndpointConfig",
+        "DeleteModel",
+        "DescribeEndpoint",
+        "DescribeEndpointConfig",
+        "DescribeModel",
+        "UpdateEndpointWeightsAndCapacities",
+    ),
+}
+
+
+def client(service_name: str, **kwargs: Any) -> Any:
+    """``boto3.client(service_name, **kwargs)`` from the adapters' session."""
+    return _session().client(service_name, **kwargs)
+
+
+@functools.cache
+def _session() -> Any:
+    """A boto3 session whose loader reads :data:`SERVICE_MODELS` first (then ``AWS_DATA_PATH``)."""
+    import boto3
+    import botocore.session
+
+    core = botocore.session.get_session()
+    configured = core.get_config_variable("data_path")
+    paths = [str(SERVICE_MODELS), *([configured] if configured else [])]
+    core.set_config_variable("data_path", os.pathsep.join(paths))
+    return boto3.session.Session(botocore_session=core)
