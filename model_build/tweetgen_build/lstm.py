@@ -70,13 +70,36 @@ def build_lstm(config: LSTMConfig) -> LSTMLanguageModel:
     return model
 
 
+class _Unsaved:
+    """Holds a model as a plain attribute: a tf.Module neither tracks nor saves what is inside."""
+
+    def __init__(self, value: LSTMLanguageModel) -> None:
+        self.value = value
+
+
 class LSTMServing(GeneratorServing):
-    """The LSTM's serving module: the prompt's final states are the cache."""
+    """The LSTM's serving module: the prompt's final states are the cache.
+
+    The module saves the TensorFlow variables behind the Keras model's weights, not the Keras
+    model. A Keras 3 variable wraps a ``tf.Variable``, and a SavedModel of a ``tf.Module`` that
+    tracks the Keras model gets two handles per weight: its signatures read one and its restore
+    op fills the other. ``tf.saved_model.load`` matches them through the object graph, but
+    TensorFlow Serving runs the signature in a session after the restore op, where every request
+    would fail with "Could not find variable lstm_language_model/embeddings"
+    (keras-team/keras#20095).
+    Tracking the TensorFlow variables themselves, as Keras' own ``ExportArchive`` does, leaves one
+    handle per weight, which the restore op fills and the signatures read.
+    """
 
     def __init__(self, model: LSTMLanguageModel, eos_id: int = EOS_ID) -> None:
         super().__init__(name="lstm_serving")
-        self.model = model
+        self._keras = _Unsaved(model)
+        self.weights = [weight.value for weight in model.weights]
         self.eos_id = eos_id
+
+    @property
+    def model(self) -> LSTMLanguageModel:
+        return self._keras.value
 
     def prefill(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, Any]:
         logits, states = self.model.run(input_ids, mask=tf.cast(attention_mask, tf.bool))

@@ -179,6 +179,57 @@ def test_saved_model_reloads_in_a_fresh_process_with_tensorflow_only(
     )
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_saved_model_serves_from_a_session_as_tensorflow_serving_loads_it(
+    unpacked: dict[str, Path], tiny_run: dict[str, Path], model: str
+) -> None:
+    """TensorFlow Serving does not rebuild the Python objects: it imports the MetaGraph into a
+    session, runs the restore op on ``variables/`` and feeds the signature's tensors by name.
+    The TF1 loader does the same; a signature that reads a variable the restore op did not fill
+    fails there ("Could not find variable ...") while ``tf.saved_model.load`` works."""
+    prompt = _prompts(tiny_run["tokenizer"])[1]
+    script = textwrap.dedent(
+        f"""
+        import json
+        import numpy as np
+        import tensorflow as tf
+        tf1 = tf.compat.v1
+        tf1.disable_eager_execution()
+        session = tf1.Session()
+        meta = tf1.saved_model.loader.load(session, ["serve"], {str(unpacked[model] / "model" / "1")!r})
+
+        def run(name, **inputs):
+            signature = meta.signature_def[name]
+            feed = {{signature.inputs[k].name: v for k, v in inputs.items()}}
+            return session.run({{k: v.name for k, v in signature.outputs.items()}}, feed)
+
+        ids = np.array([{prompt!r}], np.int32)
+        out = run("serving_default", input_ids=ids, attention_mask=np.ones_like(ids),
+                  max_new_tokens=np.int32(8), temperature=np.float32(0.0), top_k=np.int32(40),
+                  seed=np.int64(0))
+        scored = run("score", input_ids=ids, attention_mask=np.ones_like(ids))
+        n = int(out["lengths"][0])
+        print(json.dumps({{"ids": out["generated_ids"][0][:n].tolist(),
+                           "log_probs": scored["token_log_probs"][0].tolist()}}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    loaded = _load(unpacked, model)
+    assert result["ids"] == _generate(loaded, [prompt], new=8, temperature=0.0, seed=0)[0]
+    expected = loaded.signatures["score"](
+        input_ids=tf.constant([prompt]), attention_mask=tf.ones([1, len(prompt)], tf.int32)
+    )["token_log_probs"].numpy()[0]
+    np.testing.assert_allclose(result["log_probs"], expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def random_gpt2() -> Any:
     """A small random GPT-2 (no training): the decoding paths must agree on any weights."""
