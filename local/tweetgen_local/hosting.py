@@ -550,8 +550,53 @@ def _rows_to_columns(instances: list[Any]) -> Any:
     return instances
 
 
+class SessionSavedModel:
+    """A SavedModel loaded as TensorFlow Serving loads it, not as ``tf.saved_model.load`` does.
+
+    The model server does not rebuild the exported Python objects: it imports the MetaGraph into
+    a session, runs its restore op on ``variables/`` and then feeds and fetches each signature's
+    tensors by name. A SavedModel whose signatures read a variable that the restore op does not
+    fill loads either way, but answers only ``tf.saved_model.load``; served this way, the local
+    endpoint fails such a model as SageMaker would ("Could not find variable ...").
+    """
+
+    def __init__(self, saved_model_dir: Path, tags: Sequence[str] = ("serve",)) -> None:
+        import tensorflow as tf
+        from tensorflow.python.util import deprecation
+
+        graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=graph)
+        # The TF1 loader is deprecated for Python programs, which should rebuild the objects
+        # with tf.saved_model.load; here it stands for the model server's own loader.
+        with graph.as_default(), deprecation.silence():
+            meta = tf.compat.v1.saved_model.loader.load(
+                self._session, list(tags), str(saved_model_dir)
+            )
+        # "__saved_model_init_op" names the restore's init op, not a signature to serve.
+        self._signatures = {
+            name: signature
+            for name, signature in meta.signature_def.items()
+            if not name.startswith("__")
+        }
+        self.signatures: dict[str, dict[str, Any]] = {
+            name: {
+                key: tf.TensorSpec(tf.TensorShape(info.tensor_shape), tf.as_dtype(info.dtype), key)
+                for key, info in signature.inputs.items()
+            }
+            for name, signature in self._signatures.items()
+        }
+
+    def run(self, name: str, arrays: Arrays) -> Arrays:
+        """Feed the signature's inputs by tensor name; its outputs by key."""
+        signature = self._signatures[name]
+        feed = {signature.inputs[key].name: value for key, value in arrays.items()}
+        fetch = {key: info.name for key, info in signature.outputs.items()}
+        return dict(self._session.run(fetch, feed))
+
+
 class TFServingPredict:
-    """TensorFlow Serving's REST ``predict`` (columnar ``inputs`` and row ``instances``) in-process."""
+    """TensorFlow Serving's REST ``predict`` (columnar ``inputs`` and row ``instances``) in-process,
+    on the SavedModel loaded as the model server loads it (:class:`SessionSavedModel`)."""
 
     def __init__(
         self,
@@ -563,7 +608,7 @@ class TFServingPredict:
         import tensorflow as tf
 
         self._tf = tf
-        self.loaded = tf.saved_model.load(str(saved_model_dir))
+        self.loaded = SessionSavedModel(saved_model_dir)
         self.model_name = model_name or saved_model_dir.parent.name
         self.model_version = saved_model_dir.name
         self.batching = batching
@@ -620,8 +665,7 @@ class TFServingPredict:
         except json.JSONDecodeError as exc:
             return 400, {"error": f"JSON Parse error: {exc}"}
         except (ValueError, TypeError, KeyError, AttributeError, tf.errors.OpError) as exc:
-            text = str(exc).strip()
-            return 400, {"error": text.splitlines()[0] if text else repr(exc)}
+            return 400, {"error": _error_line(exc)}
 
     def _parse(self, body: bytes | str) -> tuple[str, Mapping[str, Any], Arrays, bool]:
         request = json.loads(body)
@@ -630,7 +674,7 @@ class TFServingPredict:
         name = request.get("signature_name", "serving_default")
         if name not in self.loaded.signatures:
             raise _TFSError(400, f'Serving signature name: "{name}" not found in signature def')
-        specs = self.loaded.signatures[name].structured_input_signature[1]
+        specs = self.loaded.signatures[name]
         columnar = "inputs" in request
         if columnar == ("instances" in request):
             raise _TFSError(400, "JSON Value must contain exactly one of 'instances' or 'inputs'")
@@ -676,10 +720,17 @@ class TFServingPredict:
         return arrays
 
     def _call(self, name: str, arrays: Arrays) -> Arrays:
-        tf = self._tf
-        signature = self.loaded.signatures[name]
-        outputs = signature(**{key: tf.constant(value) for key, value in arrays.items()})
-        return {key: value.numpy() for key, value in outputs.items()}
+        return self.loaded.run(name, arrays)
+
+
+def _error_line(exc: Exception) -> str:
+    """The line that says what went wrong, as the model server's answer starts with it.
+
+    TensorFlow's Python session puts "Graph execution error:" before the runtime's own message.
+    """
+    lines = [line.strip() for line in str(exc).splitlines()]
+    meaningful = [line for line in lines if line and line != "Graph execution error:"]
+    return meaningful[0] if meaningful else repr(exc)
 
 
 def _as_rows(outputs: Arrays) -> list[Any]:

@@ -48,14 +48,37 @@ def _save_scale(directory: Path) -> None:
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
 
 
+def _save_keras_module(directory: Path, *, track: str) -> None:
+    """A Keras 3 layer served from a tf.Module, tracked as a layer or as its tf.Variables."""
+    import keras
+
+    layer = keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="ones")
+    layer.build((None, 2))
+
+    class Served(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def __call__(self, x: Any) -> dict[str, Any]:
+            return {"y": layer(x)[:, 0]}
+
+    module = Served()
+    if track == "layer":
+        module.layer = layer
+    else:
+        module.weights = [weight.value for weight in layer.weights]
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.__call__})
+
+
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("saved-models")
     _save_half_plus(root / "half_plus_three", 3.0)
     _save_scale(root / "scale")
-    return {"half_plus_three": root / "half_plus_three", "scale": root / "scale"}
+    _save_keras_module(root / "keras_layer", track="layer")
+    _save_keras_module(root / "keras_variables", track="variables")
+    return {name: root / name for name in ("half_plus_three", "scale", *KERAS_MODELS)}
 
 
+KERAS_MODELS = ("keras_layer", "keras_variables")
 ArtifactFactory = Callable[..., Path]
 
 
@@ -105,6 +128,21 @@ def test_instances_form_gives_predictions(make_artifact: ArtifactFactory, serve:
     answer = served.invoke(b'{"instances": [1.0, 2.0, 5.0]}')
     assert answer.status == 200 and answer.content_type == "application/json"
     assert _json(answer) == {"predictions": [3.5, 4.0, 5.5]}
+
+
+def test_a_model_is_served_as_tensorflow_serving_loads_it(
+    make_artifact: ArtifactFactory, serve: Serve
+) -> None:
+    # Both SavedModels answer tf.saved_model.load; TensorFlow Serving (a session, the restore
+    # op, tensors fed by name) cannot read a Keras 3 layer tracked as a layer: neither can we.
+    for name in KERAS_MODELS:
+        reloaded = tf.saved_model.load(str(make_artifact(name) / "model" / "1"))
+        assert reloaded.signatures["serving_default"](x=tf.ones([1, 2]))["y"].numpy() == [3.0]
+    tracked_layer = serve(make_artifact("keras_layer")).invoke(b'{"instances": [[1.0, 1.0]]}')
+    assert tracked_layer.status == 400
+    assert "Could not find variable" in _json(tracked_layer)["error"]
+    tracked_variables = serve(make_artifact("keras_variables"))
+    assert _json(tracked_variables.invoke(b'{"instances": [[1.0, 1.0]]}')) == {"predictions": [3.0]}
 
 
 def test_inputs_form_gives_outputs(make_artifact: ArtifactFactory, serve: Serve) -> None:
