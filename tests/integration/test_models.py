@@ -41,6 +41,19 @@ def _generate(
     ]
 
 
+def _run_fresh(script: str) -> dict[str, Any]:
+    """Run a script in a fresh process with only TensorFlow's own modules; its last JSON line."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def _prompts(tokenizer_path: Path) -> list[list[int]]:
     from tokenizers import Tokenizer
 
@@ -163,15 +176,7 @@ def test_saved_model_reloads_in_a_fresh_process_with_tensorflow_only(
             "foreign": [m for m in ("transformers", "tf_keras") if m in sys.modules]}}))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _run_fresh(script)
     assert result["foreign"] == []
     assert (
         result["ids"]
@@ -213,15 +218,7 @@ def test_saved_model_serves_from_a_session_as_tensorflow_serving_loads_it(
                            "log_probs": scored["token_log_probs"][0].tolist()}}))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _run_fresh(script)
     loaded = _load(unpacked, model)
     assert result["ids"] == _generate(loaded, [prompt], new=8, temperature=0.0, seed=0)[0]
     expected = loaded.signatures["score"](
