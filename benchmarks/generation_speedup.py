@@ -2,7 +2,8 @@
 
 The notebook generated one token per ``model.predict`` call on the whole growing sequence,
 picked the next token on the host and appended it, 32 times. Ours is the exported
-``serving_default`` signature, loaded with ``tf.saved_model.load`` as a server loads it.
+``serving_default`` signature, loaded as TensorFlow Serving loads it (the MetaGraph in a
+session, the restore op, tensors fed by name: ``tweetgen_local.hosting.SessionSavedModel``).
 
 Both models at two sizes, the ``tiny`` preset (``make demo``'s) and the ``small`` preset
 (``tweetgen train``'s default; ``--quick``: ``tiny`` only), with a byte-level BPE vocabulary of
@@ -165,38 +166,30 @@ def last_position_lstm(lm: Any) -> Any:
 
 
 def export_all(models: Models, root: Path) -> dict[str, Any]:
-    """Export each serving module and load it back as a server does."""
-    import tensorflow as tf
+    """Export each serving module and load it back as TensorFlow Serving does."""
     from tweetgen_build.packaging import export_saved_model
+    from tweetgen_local.hosting import SessionSavedModel
 
     loaded: dict[str, Any] = {}
     for kind, module in models.serving.items():
         directory = root / kind
         shutil.rmtree(directory, ignore_errors=True)
         export_saved_model(module, directory)
-        loaded[kind] = tf.saved_model.load(str(directory))
+        loaded[kind] = SessionSavedModel(directory)
     return loaded
 
 
 def served_call(loaded: Any, prompt: np.ndarray, seed: int) -> Callable[[], dict[str, Any]]:
-    import tensorflow as tf
-
-    signature = loaded.signatures["serving_default"]
-    ids = tf.constant(prompt)
-    arguments = {
-        "input_ids": ids,
-        "attention_mask": tf.ones_like(ids),
-        "max_new_tokens": tf.constant(NEW_TOKENS, tf.int32),
-        "temperature": tf.constant(TEMPERATURE, tf.float32),
-        "top_k": tf.constant(TOP_K, tf.int32),
-        "seed": tf.constant(seed, tf.int64),
+    """One request to the ``serving_default`` signature, fed by tensor name."""
+    arrays = {
+        "input_ids": prompt,
+        "attention_mask": np.ones_like(prompt),
+        "max_new_tokens": np.int32(NEW_TOKENS),
+        "temperature": np.float32(TEMPERATURE),
+        "top_k": np.int32(TOP_K),
+        "seed": np.int64(seed),
     }
-
-    def call() -> dict[str, Any]:
-        out = signature(**arguments)
-        return {key: value.numpy() for key, value in out.items()}
-
-    return call
+    return partial(loaded.run, "serving_default", arrays)
 
 
 def measure_kind(
