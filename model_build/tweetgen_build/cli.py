@@ -93,7 +93,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             "GPT-2 only: compile the decoding step with XLA (faster on CPU, compiles at the first"
             " request of each batch size and length bucket). The model server must allow XLA:"
             " TensorFlow Serving needs --xla_cpu_compilation_enabled, which the SageMaker"
-            " TensorFlow Serving container does not pass, and fails requests without it"
+            " TensorFlow Serving container does not pass, and fails requests without it; the"
+            " rollout refuses such an artifact unless new variants run on GPU instances"
         ),
     )
     parser.add_argument(
@@ -207,6 +208,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, help="a model.tar.gz")
     parser.add_argument("--variant", default=None, help="the production variant it must be for")
+    parser.add_argument(
+        "--allow-xla",
+        action="store_true",
+        help=(
+            "accept a SavedModel with XLA-compiled functions (--xla-decode), for a model server"
+            " that compiles them: TensorFlow Serving on GPU instances"
+        ),
+    )
 
 
 def validate_command(args: argparse.Namespace) -> int:
@@ -215,7 +224,7 @@ def validate_command(args: argparse.Namespace) -> int:
     if not args.path.is_file():
         raise InputError(f"{args.path}: no such file")
     with open(args.path, "rb") as handle:
-        report = validate_artifact(handle, expected_variant=args.variant)
+        report = validate_artifact(handle, expected_variant=args.variant, allow_xla=args.allow_xla)
     if report.ok:
         meta = report.metadata
         assert meta is not None

@@ -107,6 +107,19 @@ def test_validate_artifact_accepts_a_good_one_and_lists_every_problem(
     assert "gpt2" in done.stderr  # the variant mismatch is reported too
 
 
+def test_validate_artifact_refuses_xla_unless_allowed(tmp_path: Path) -> None:
+    from tests.unit.test_artifact import artifact_bytes, good_files
+
+    graph = b"\x08\x01graph\n\x0f_XlaMustCompile\x12\x02(\x01rest"  # jit_compile=True
+    archive = tmp_path / "model.tar.gz"
+    archive.write_bytes(artifact_bytes(good_files(**{"model/1/saved_model.pb": graph})))
+    refused = tweetgen("validate-artifact", str(archive))
+    assert refused.returncode == 1
+    assert "compiled with XLA" in refused.stderr
+    allowed = tweetgen("validate-artifact", str(archive), "--allow-xla")
+    assert allowed.returncode == 0, allowed.stderr
+
+
 def test_evaluate_reports_offline_metrics_of_an_artifact(
     tiny_run: dict[str, Path], tiny_data: list[Path]
 ) -> None:

@@ -292,6 +292,27 @@ def test_gpt2_xla_decoding_step_gives_the_same_tokens(random_gpt2: Any) -> None:
         )
 
 
+def test_the_rollout_refuses_an_xla_export_and_accepts_the_default_one(
+    random_gpt2: Any, tmp_path: Path
+) -> None:
+    import io
+
+    from tweetgen.domain.artifact import validate_artifact
+    from tweetgen_build.gpt2 import GPT2Serving
+    from tweetgen_build.packaging import export_saved_model
+
+    from tests.unit.test_artifact import artifact_bytes, good_files
+
+    for jit_compile in (True, False):
+        directory = tmp_path / f"jit-{jit_compile}"
+        export_saved_model(GPT2Serving(random_gpt2, eos_id=0, jit_compile=jit_compile), directory)
+        graph = (directory / "saved_model.pb").read_bytes()
+        archive = artifact_bytes(good_files(**{"model/1/saved_model.pb": graph}))
+        report = validate_artifact(io.BytesIO(archive))
+        assert report.ok is not jit_compile, report.problems
+        assert validate_artifact(io.BytesIO(archive), allow_xla=True).ok
+
+
 def test_gpt2_serving_rejects_inconsistent_options(random_gpt2: Any) -> None:
     from tweetgen_build.gpt2 import GPT2Serving
 

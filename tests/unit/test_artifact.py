@@ -182,6 +182,31 @@ def test_good_artifact_passes() -> None:
     assert report.metadata.tokenizer.path == "code/tokenizer.json"
 
 
+XLA_ATTRIBUTE = b"\n\x0f_XlaMustCompile\x12\x02(\x01"  # "_XlaMustCompile": true
+
+
+@pytest.mark.parametrize(
+    "graph",
+    [
+        b"\x08\x01graph" + XLA_ATTRIBUTE + b"rest",
+        # Across the 1 MiB boundary of the streamed reads.
+        b"\x00" * (1024 * 1024 - 7) + XLA_ATTRIBUTE + b"\x00" * 100,
+    ],
+)
+def test_a_saved_model_compiled_with_xla_is_refused_unless_allowed(graph: bytes) -> None:
+    data = artifact_bytes(good_files(**{"model/1/saved_model.pb": graph}))
+
+    problem = only_problem(check(data))
+    assert "SavedModel model/1 has functions compiled with XLA" in problem
+    assert "without --xla_cpu_compilation_enabled" in problem
+    assert check(data, allow_xla=True).ok
+
+
+def test_a_graph_that_names_xla_without_requiring_it_passes() -> None:
+    off = b"\x08\x01graph\n\x0f_XlaMustCompile\x12\x02(\x00rest"  # "_XlaMustCompile": false
+    assert check(artifact_bytes(good_files(**{"model/1/saved_model.pb": off}))).ok
+
+
 def test_tar_of_a_folder_with_dot_slash_names_passes() -> None:
     folder = tarfile.TarInfo(".")
     folder.type = tarfile.DIRTYPE

@@ -478,6 +478,43 @@ def test_a_bad_artifact_is_rejected_with_every_problem(aws: None) -> None:
     assert "says variant 'gpt2'" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("instance_type", "serverless", "allowed"),
+    [
+        ("ml.m5.large", False, False),
+        ("ml.c6i.xlarge", False, False),
+        ("ml.inf2.xlarge", False, False),
+        ("ml.g5.xlarge", False, True),
+        ("ml.p3.2xlarge", False, True),
+        ("ml.g5.xlarge", True, False),
+    ],
+)
+def test_an_xla_model_is_deployed_only_where_new_variants_run_on_gpus(
+    aws: None, instance_type: str, serverless: bool, allowed: bool
+) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    graph = b"\x08\x01graph\n\x0f_XlaMustCompile\x12\x02(\x01rest"
+    body = artifact_bytes(good_files(**{"model/1/saved_model.pb": graph}))
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v1/model.tar.gz", Body=body)
+    env = {"ENDPOINT_NAME": "tweetgen", "NEW_VARIANT_INSTANCE_TYPE": instance_type}
+    if serverless:
+        env["NEW_VARIANT_SERVERLESS"] = "true"
+    settings = RolloutSettings.from_environment(env)
+    assert settings.new_variant.compiles_xla is allowed
+
+    def validate() -> dict[str, Any]:
+        return validate_upload(
+            BUCKET, "models/lstm/v1/model.tar.gz", source=ArtifactStore(s3), settings=settings
+        )
+
+    if allowed:
+        assert validate()["variant"] == "lstm"
+    else:
+        with pytest.raises(ArtifactRejected, match="compiled with XLA"):
+            validate()
+
+
 # --------------------------------------------------------------------------- plan
 
 

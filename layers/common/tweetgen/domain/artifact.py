@@ -369,6 +369,7 @@ class _Scan:
     digests: dict[str, str] = field(default_factory=dict)
     metadata_raw: bytes | None = None
     inference_source: bytes | None = None
+    xla_graphs: set[str] = field(default_factory=set)  # saved_model.pb files that need XLA
     member_problems: int = 0
     suppressed: int = 0
     finished: bool = False
@@ -454,6 +455,24 @@ def _safe_path(member: tarfile.TarInfo, scan: _Scan) -> str | None:
     return path
 
 
+# A function exported with ``jit_compile=True`` carries this attribute in the graph (the
+# protobuf encoding of the map entry ``"_XlaMustCompile": AttrValue(b=True)``).
+_XLA_MUST_COMPILE = b"\n\x0f_XlaMustCompile\x12\x02(\x01"
+
+
+def _needs_xla(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bool:
+    """Whether a saved_model.pb holds a function that must be compiled by XLA (read streaming)."""
+    handle = tar.extractfile(member)
+    if handle is None:
+        return False
+    tail = b""
+    while chunk := handle.read(_CHUNK):
+        if _XLA_MUST_COMPILE in tail + chunk:
+            return True
+        tail = chunk[-(len(_XLA_MUST_COMPILE) - 1) :]
+    return False
+
+
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool) -> tuple[str, bytes]:
     """The member's sha256 and, when asked, its bytes."""
     handle = tar.extractfile(member)
@@ -486,6 +505,9 @@ def _take_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, scan: _
             )
             return
         scan.digests[path], scan.inference_source = _read_member(tar, member, keep=True)
+    elif path.rsplit("/", 1)[-1] == SAVED_MODEL_FILE:
+        if _needs_xla(tar, member):
+            scan.xla_graphs.add(path)
     elif member.size <= limits.max_tokenizer_bytes:
         # The tokenizer may come before metadata.json names it, so hash every small file.
         scan.digests[path], _ = _read_member(tar, member, keep=False)
@@ -811,10 +833,13 @@ def validate_artifact(
     *,
     expected_variant: str | None = None,
     limits: ArtifactLimits = DEFAULT_LIMITS,
+    allow_xla: bool = False,
 ) -> ArtifactReport:
     """Check a ``model.tar.gz`` read once from ``fileobj``, collecting every problem found.
 
     ``fileobj`` needs only ``read``: it is never seeked, so a non-seekable S3 body works.
+    ``allow_xla``: accept a SavedModel with functions that must be compiled by XLA, for a
+    model server that compiles them (TensorFlow Serving does on GPUs, not on CPUs by default).
     When reading stops early (damage, truncation, a limit) the checks for missing files are
     skipped, since the rest of the archive was never seen.
     """
@@ -838,6 +863,17 @@ def validate_artifact(
             "requests into model inputs"
         )
     saved_model = _saved_model_problems(scan, problems)
+    if (
+        saved_model is not None
+        and not allow_xla
+        and f"{saved_model.folder}/{SAVED_MODEL_FILE}" in scan.xla_graphs
+    ):
+        problems.append(
+            f"SavedModel {saved_model.folder} has functions compiled with XLA (jit_compile=True, "
+            "e.g. tweetgen train --xla-decode): the SageMaker TensorFlow Serving container starts "
+            "its model server without --xla_cpu_compilation_enabled, so on CPU instances every "
+            "request fails; export it without XLA (on GPU instances, validate with XLA allowed)"
+        )
     if metadata is not None:
         problems.extend(_metadata_problems(metadata, saved_model, scan, expected_variant))
     return ArtifactReport(

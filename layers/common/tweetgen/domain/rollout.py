@@ -215,6 +215,17 @@ class NewVariantSettings:
         spec["InitialVariantWeight"] = self.weight
         return spec
 
+    @property
+    def compiles_xla(self) -> bool:
+        """Whether TensorFlow Serving here runs functions that must be compiled by XLA.
+
+        It compiles them on GPUs only (XLA on CPUs needs a flag that SageMaker's TensorFlow
+        Serving container does not pass): GPU instance families are ml.g* and ml.p*;
+        Serverless Inference has no GPU.
+        """
+        family = self.instance_type.split(".")[1] if self.instance_type.count(".") >= 2 else ""
+        return self.serverless is None and family.startswith(("g", "p"))
+
     def on_instances(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """A serverless variant moved onto instances (the one way SageMaker converts)."""
         moved = {k: copy.deepcopy(v) for k, v in spec.items() if k != "ServerlessConfig"}

@@ -57,7 +57,13 @@ def validate_upload(
             f"{settings.endpoint_name} has variants {', '.join(settings.variants)}; upload to "
             f"{MODEL_KEY_PREFIX}/<one of them>/<version>/{MODEL_FILE_NAME}. Nothing was deployed."
         )
-    report = validate_artifact(source.open(bucket, key), expected_variant=model_key.variant)
+    # XLA is allowed where new variants run on GPUs (an existing variant keeps the instance type
+    # it was created with, normally the same template parameter).
+    report = validate_artifact(
+        source.open(bucket, key),
+        expected_variant=model_key.variant,
+        allow_xla=settings.new_variant.compiles_xla,
+    )
     if not report.ok or report.metadata is None:
         raise ArtifactRejected(_rejection(key, report))
     metadata = report.metadata
