@@ -3,7 +3,7 @@
 The notebook generated one token per ``model.predict`` call on the whole growing sequence,
 picked the next token on the host and appended it, 32 times. Ours is the exported
 ``serving_default`` signature, loaded as TensorFlow Serving loads it (the MetaGraph in a
-session, the restore op, tensors fed by name: ``tweetgen_local.hosting.SessionSavedModel``).
+session, the restore op, tensors fed by name: ``tweetgen_build.packaging.SessionSavedModel``).
 
 Both models at two sizes, the ``tiny`` preset (``make demo``'s) and the ``small`` preset
 (``tweetgen train``'s default; ``--quick``: ``tiny`` only), with a byte-level BPE vocabulary of
@@ -167,8 +167,7 @@ def last_position_lstm(lm: Any) -> Any:
 
 def export_all(models: Models, root: Path) -> dict[str, Any]:
     """Export each serving module and load it back as TensorFlow Serving does."""
-    from tweetgen_build.packaging import export_saved_model
-    from tweetgen_local.hosting import SessionSavedModel
+    from tweetgen_build.packaging import SessionSavedModel, export_saved_model
 
     loaded: dict[str, Any] = {}
     for kind, module in models.serving.items():

@@ -550,53 +550,10 @@ def _rows_to_columns(instances: list[Any]) -> Any:
     return instances
 
 
-class SessionSavedModel:
-    """A SavedModel loaded as TensorFlow Serving loads it, not as ``tf.saved_model.load`` does.
-
-    The model server does not rebuild the exported Python objects: it imports the MetaGraph into
-    a session, runs its restore op on ``variables/`` and then feeds and fetches each signature's
-    tensors by name. A SavedModel whose signatures read a variable that the restore op does not
-    fill loads either way, but answers only ``tf.saved_model.load``; served this way, the local
-    endpoint fails such a model as SageMaker would ("Could not find variable ...").
-    """
-
-    def __init__(self, saved_model_dir: Path, tags: Sequence[str] = ("serve",)) -> None:
-        import tensorflow as tf
-        from tensorflow.python.util import deprecation
-
-        graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=graph)
-        # The TF1 loader is deprecated for Python programs, which should rebuild the objects
-        # with tf.saved_model.load; here it stands for the model server's own loader.
-        with graph.as_default(), deprecation.silence():
-            meta = tf.compat.v1.saved_model.loader.load(
-                self._session, list(tags), str(saved_model_dir)
-            )
-        # "__saved_model_init_op" names the restore's init op, not a signature to serve.
-        self._signatures = {
-            name: signature
-            for name, signature in meta.signature_def.items()
-            if not name.startswith("__")
-        }
-        self.signatures: dict[str, dict[str, Any]] = {
-            name: {
-                key: tf.TensorSpec(tf.TensorShape(info.tensor_shape), tf.as_dtype(info.dtype), key)
-                for key, info in signature.inputs.items()
-            }
-            for name, signature in self._signatures.items()
-        }
-
-    def run(self, name: str, arrays: Arrays) -> Arrays:
-        """Feed the signature's inputs by tensor name; its outputs by key."""
-        signature = self._signatures[name]
-        feed = {signature.inputs[key].name: value for key, value in arrays.items()}
-        fetch = {key: info.name for key, info in signature.outputs.items()}
-        return dict(self._session.run(fetch, feed))
-
-
 class TFServingPredict:
     """TensorFlow Serving's REST ``predict`` (columnar ``inputs`` and row ``instances``) in-process,
-    on the SavedModel loaded as the model server loads it (:class:`SessionSavedModel`)."""
+    on the SavedModel loaded as the model server loads it
+    (:class:`tweetgen_build.packaging.SessionSavedModel`)."""
 
     def __init__(
         self,
@@ -606,6 +563,7 @@ class TFServingPredict:
         batching: BatchingConfig | None = None,
     ) -> None:
         import tensorflow as tf
+        from tweetgen_build.packaging import SessionSavedModel
 
         self._tf = tf
         self.loaded = SessionSavedModel(saved_model_dir)

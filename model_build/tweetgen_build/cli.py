@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tweetgen_build.errors import InputError
+from tweetgen_build.errors import InputError, ServingMismatch
 
 PROG = "tweetgen"
 
@@ -258,6 +258,9 @@ def run(command: Command, args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except ServingMismatch as exc:
+        print(f"{PROG}: error: {exc}; nothing was packaged", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""Errors that reach a user of the model build as one line, with exit status 2."""
+"""Errors that reach a user of the model build as one line, without a traceback."""
 
 
 class InputError(Exception):
@@ -6,4 +6,11 @@ class InputError(Exception):
 
     The message is one line that names the file and the problem; the command line prints it
     without a traceback and exits with status 2.
+    """
+
+
+class ServingMismatch(Exception):
+    """An export that TensorFlow Serving would not run as training and evaluation did.
+
+    The command line prints it as one line and exits with status 1; nothing is packaged.
     """

@@ -11,12 +11,16 @@ import hashlib
 import importlib.metadata
 import shutil
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tokenizers import Tokenizer
 from tweetgen.domain.artifact import ArtifactMetadata
+
+from tweetgen_build.errors import ServingMismatch
 
 MODEL_NAME = "model"
 MODEL_VERSION = 1
@@ -102,6 +106,85 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class SessionSavedModel:
+    """A SavedModel loaded as TensorFlow Serving loads it, not as ``tf.saved_model.load`` does.
+
+    The model server does not rebuild the exported Python objects: it imports the MetaGraph into
+    a session, runs its restore op on ``variables/`` and then feeds and fetches each signature's
+    tensors by name. A SavedModel whose signatures read a variable that the restore op does not
+    fill loads either way, but answers only ``tf.saved_model.load``: loaded this way, it fails
+    ("Could not find variable ...") as it would on SageMaker. The local endpoint serves every
+    model this way, and ``tweetgen train`` checks each export with it.
+    """
+
+    def __init__(self, saved_model_dir: Path, tags: Sequence[str] = ("serve",)) -> None:
+        from tensorflow.python.util import deprecation
+
+        graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=graph)
+        # The TF1 loader is deprecated for Python programs, which should rebuild the objects
+        # with tf.saved_model.load; here it stands for the model server's own loader.
+        with graph.as_default(), deprecation.silence():
+            meta = tf.compat.v1.saved_model.loader.load(
+                self._session, list(tags), str(saved_model_dir)
+            )
+        # "__saved_model_init_op" names the restore's init op, not a signature to serve.
+        self._signatures = {
+            name: signature
+            for name, signature in meta.signature_def.items()
+            if not name.startswith("__")
+        }
+        self.signatures: dict[str, dict[str, Any]] = {
+            name: {
+                key: tf.TensorSpec(tf.TensorShape(info.tensor_shape), tf.as_dtype(info.dtype), key)
+                for key, info in signature.inputs.items()
+            }
+            for name, signature in self._signatures.items()
+        }
+
+    def run(self, name: str, arrays: dict[str, Any]) -> dict[str, Any]:
+        """Feed the signature's inputs by tensor name; its outputs by key."""
+        signature = self._signatures[name]
+        feed = {signature.inputs[key].name: value for key, value in arrays.items()}
+        fetch = {key: info.name for key, info in signature.outputs.items()}
+        return dict(self._session.run(fetch, feed))
+
+
+def check_served_generation(saved_model_dir: Path, prompt: list[int]) -> list[int]:
+    """Greedy tokens for ``prompt`` from the SavedModel as TensorFlow Serving runs it.
+
+    Raises :class:`ServingMismatch` when the model server could not run the export, or would
+    answer differently from ``tf.saved_model.load`` (what training and evaluation use).
+    """
+    ids = np.array([prompt], np.int32)
+    arrays = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "max_new_tokens": np.int32(8),
+        "temperature": np.float32(0.0),
+        "top_k": np.int32(1),
+        "seed": np.int64(0),
+    }
+    try:
+        served = SessionSavedModel(saved_model_dir).run("serving_default", arrays)
+    except tf.errors.OpError as exc:
+        reason = next((line for line in exc.message.splitlines()[1:] if line.strip()), "")
+        raise ServingMismatch(
+            f"the SavedModel in {saved_model_dir} does not run as TensorFlow Serving loads it"
+            f" (a session fed by tensor name): {reason.strip() or exc.message}"
+        ) from None
+    loaded = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    expected = loaded(**{key: tf.constant(value) for key, value in arrays.items()})
+    tokens = [int(t) for t in served["generated_ids"][0][: int(served["lengths"][0])]]
+    reloaded = expected["generated_ids"].numpy()[0][: int(expected["lengths"][0])].tolist()
+    if tokens != reloaded:
+        raise ServingMismatch(
+            f"the SavedModel in {saved_model_dir} generates {tokens} as TensorFlow Serving loads"
+            f" it but {reloaded} through tf.saved_model.load"
+        )
+    return tokens
+
+
 def load_served_model(root: Path) -> tuple[Any, ArtifactMetadata, Tokenizer]:
     """Load an unpacked artifact as a server would: the SavedModel plus tokenizer and metadata."""
     metadata = ArtifactMetadata.model_validate_json((root / "metadata.json").read_bytes())
@@ -114,6 +197,8 @@ __all__ = [
     "MODEL_NAME",
     "MODEL_VERSION",
     "TOKENIZER_PATH",
+    "SessionSavedModel",
+    "check_served_generation",
     "export_saved_model",
     "file_sha256",
     "load_served_model",

@@ -27,6 +27,7 @@ from tweetgen_build.packaging import (
     MODEL_NAME,
     MODEL_VERSION,
     TOKENIZER_PATH,
+    check_served_generation,
     pack_artifact,
     stage_artifact,
 )
@@ -298,6 +299,8 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
         stage = Path(tmp) / "artifact"
         log("export: SavedModel with in-graph generation")
         stage_artifact(serving, tokenizer, metadata, stage)
+        log("check: the export generates as TensorFlow Serving loads it")
+        check_served_generation(stage / MODEL_NAME / str(MODEL_VERSION), [eos])
         log("evaluate: held-out perplexity, n-gram baseline, samples (from the exported model)")
         loaded = tf.saved_model.load(str(stage / MODEL_NAME / str(MODEL_VERSION)))
         metrics = offline_metrics(

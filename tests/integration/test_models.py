@@ -227,6 +227,39 @@ def test_saved_model_serves_from_a_session_as_tensorflow_serving_loads_it(
     np.testing.assert_allclose(result["log_probs"], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_the_build_checks_an_export_as_tensorflow_serving_runs_it(
+    unpacked: dict[str, Path], tmp_path: Path
+) -> None:
+    import keras
+    from tweetgen_build.errors import ServingMismatch
+    from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
+    from tweetgen_build.packaging import check_served_generation, export_saved_model
+
+    for model in MODELS:
+        tokens = check_served_generation(unpacked[model] / "model" / "1", [0])
+        expected = _generate(_load(unpacked, model), [[0]], new=8, temperature=0.0, seed=0)[0]
+        assert tokens == expected
+
+    class TrackingTheKerasModel(LSTMServing):
+        """The LSTM module as it was: the Keras 3 model tracked, not its tf.Variables."""
+
+        def __init__(self, model: Any) -> None:
+            super().__init__(model, eos_id=0)
+            del self.weights
+            self.keras_model = model
+
+    keras.utils.set_random_seed(3)
+    lstm = build_lstm(LSTMConfig(vocab_size=50, embedding_dim=8, units=8, num_layers=1))
+    export_saved_model(TrackingTheKerasModel(lstm), tmp_path / "old")
+    with pytest.raises(
+        ServingMismatch,
+        match=r"does not run as TensorFlow Serving loads it .*: Could not find variable",
+    ):
+        check_served_generation(tmp_path / "old", [0])
+    export_saved_model(LSTMServing(lstm, eos_id=0), tmp_path / "new")
+    assert len(check_served_generation(tmp_path / "new", [0])) <= 8
+
+
 @pytest.fixture(scope="module")
 def random_gpt2() -> Any:
     """A small random GPT-2 (no training): the decoding paths must agree on any weights."""
