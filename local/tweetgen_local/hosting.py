@@ -59,6 +59,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import requests
+from tweetgen_build.errors import error_line
 
 LOG = logging.getLogger(__name__)
 
@@ -623,7 +624,7 @@ class TFServingPredict:
         except json.JSONDecodeError as exc:
             return 400, {"error": f"JSON Parse error: {exc}"}
         except (ValueError, TypeError, KeyError, AttributeError, tf.errors.OpError) as exc:
-            return 400, {"error": _error_line(exc)}
+            return 400, {"error": error_line(exc)}
 
     def _parse(self, body: bytes | str) -> tuple[str, Mapping[str, Any], Arrays, bool]:
         request = json.loads(body)
@@ -679,16 +680,6 @@ class TFServingPredict:
 
     def _call(self, name: str, arrays: Arrays) -> Arrays:
         return self.loaded.run(name, arrays)
-
-
-def _error_line(exc: Exception) -> str:
-    """The line that says what went wrong, as the model server's answer starts with it.
-
-    TensorFlow's Python session puts "Graph execution error:" before the runtime's own message.
-    """
-    lines = [line.strip() for line in str(exc).splitlines()]
-    meaningful = [line for line in lines if line and line != "Graph execution error:"]
-    return meaningful[0] if meaningful else repr(exc)
 
 
 def _as_rows(outputs: Arrays) -> list[Any]:

@@ -20,7 +20,7 @@ import tensorflow as tf
 from tokenizers import Tokenizer
 from tweetgen.domain.artifact import ArtifactMetadata
 
-from tweetgen_build.errors import ServingMismatch
+from tweetgen_build.errors import ServingMismatch, error_line
 
 MODEL_NAME = "model"
 MODEL_VERSION = 1
@@ -150,11 +150,15 @@ class SessionSavedModel:
         return dict(self._session.run(fetch, feed))
 
 
-def check_served_generation(saved_model_dir: Path, prompt: list[int]) -> list[int]:
+def check_served_generation(
+    saved_model_dir: Path, prompt: list[int], *, loaded: Any = None
+) -> list[int]:
     """Greedy tokens for ``prompt`` from the SavedModel as TensorFlow Serving runs it.
 
     Raises :class:`ServingMismatch` when the model server could not run the export, or would
     answer differently from ``tf.saved_model.load`` (what training and evaluation use).
+    ``loaded``: the same SavedModel already loaded with ``tf.saved_model.load`` (else loaded
+    here).
     """
     ids = np.array([prompt], np.int32)
     arrays = {
@@ -168,13 +172,14 @@ def check_served_generation(saved_model_dir: Path, prompt: list[int]) -> list[in
     try:
         served = SessionSavedModel(saved_model_dir).run("serving_default", arrays)
     except tf.errors.OpError as exc:
-        reason = next((line for line in exc.message.splitlines()[1:] if line.strip()), "")
         raise ServingMismatch(
             f"the SavedModel in {saved_model_dir} does not run as TensorFlow Serving loads it"
-            f" (a session fed by tensor name): {reason.strip() or exc.message}"
+            f" (a session fed by tensor name): {error_line(exc)}"
         ) from None
-    loaded = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
-    expected = loaded(**{key: tf.constant(value) for key, value in arrays.items()})
+    if loaded is None:
+        loaded = tf.saved_model.load(str(saved_model_dir))
+    signature = loaded.signatures["serving_default"]
+    expected = signature(**{key: tf.constant(value) for key, value in arrays.items()})
     tokens = [int(t) for t in served["generated_ids"][0][: int(served["lengths"][0])]]
     reloaded = expected["generated_ids"].numpy()[0][: int(expected["lengths"][0])].tolist()
     if tokens != reloaded:

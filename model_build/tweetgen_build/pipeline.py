@@ -299,10 +299,11 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
         stage = Path(tmp) / "artifact"
         log("export: SavedModel with in-graph generation")
         stage_artifact(serving, tokenizer, metadata, stage)
+        exported = stage / MODEL_NAME / str(MODEL_VERSION)
+        loaded = tf.saved_model.load(str(exported))
         log("check: the export generates as TensorFlow Serving loads it")
-        check_served_generation(stage / MODEL_NAME / str(MODEL_VERSION), [eos])
+        check_served_generation(exported, [eos], loaded=loaded)
         log("evaluate: held-out perplexity, n-gram baseline, samples (from the exported model)")
-        loaded = tf.saved_model.load(str(stage / MODEL_NAME / str(MODEL_VERSION)))
         metrics = offline_metrics(
             loaded,
             encoded["train"],
