@@ -76,13 +76,9 @@ def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     per generated token, inside the loop). With a vocabulary size known when the graph is
     built (every model's), the block arithmetic costs no operation per token.
     """
-    vocab: Any = logits.shape[-1]
-    if vocab is None:
-        vocab = tf.shape(logits)[-1]
-    blocks = (vocab + _BLOCK - 1) // _BLOCK
-    padding = blocks * _BLOCK - vocab
-    if not isinstance(padding, int) or padding:
-        logits = tf.pad(logits, [[0, 0], [0, padding]], constant_values=float("-inf"))
+    logits = widen_logits(logits)
+    blocks: Any = logits.shape[-1]
+    blocks = (tf.shape(logits)[-1] if blocks is None else blocks) // _BLOCK
     grouped = tf.reshape(logits, [-1, blocks, _BLOCK])
     chosen = tf.minimum(k, blocks)
     _, best = tf.math.top_k(tf.reduce_max(grouped, axis=-1), k=chosen)
@@ -91,6 +87,61 @@ def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     values, at = tf.math.top_k(candidates, k=k)
     ids = tf.gather(best, at // _BLOCK, batch_dims=1) * _BLOCK + at % _BLOCK
     return values, ids
+
+
+def block_width(vocab: int) -> int:
+    """``vocab`` ids rounded up to whole blocks of ``top_k_candidates``."""
+    return -(-vocab // _BLOCK) * _BLOCK
+
+
+def widen_logits(logits: tf.Tensor) -> tf.Tensor:
+    """Logits [batch, vocab] padded with -inf to whole blocks (unchanged if they are already).
+
+    With a vocabulary size known when the graph is built this costs no operation when there is
+    nothing to pad; a vocabulary head widened by ``sampling_head`` makes that so at every token.
+    """
+    vocab: Any = logits.shape[-1]
+    if vocab is None:
+        vocab = tf.shape(logits)[-1]
+    padding = (-vocab) % _BLOCK
+    if isinstance(padding, int) and not padding:
+        return logits
+    return tf.pad(logits, [[0, 0], [0, padding]], constant_values=float("-inf"))
+
+
+Head = tuple[tf.Tensor, tf.Tensor]
+
+
+def sampling_head(
+    weights: tf.Tensor, bias: tf.Tensor | None = None, *, vocab_axis: int = -1
+) -> Head:
+    """A vocabulary head (``weights`` and ``bias`` [vocab]) widened to whole blocks of ids.
+
+    ``vocab_axis``: the axis of ``weights`` that runs over the vocabulary (-1 for a Dense kernel
+    [d, vocab], 0 for a tied embedding table [vocab, d]). The ids past the vocabulary get zero
+    weights and a bias of -inf, so their logits are -inf: never a candidate, and the logits come
+    out as wide as ``top_k_candidates`` groups them, which then pads nothing at each token. Built
+    once per request, outside the decoding loop; ``head_logits`` applies a Dense kernel's (MatMul
+    and BiasAdd, which Grappler fuses into one operation).
+    """
+    vocab = weights.shape[vocab_axis]
+    if vocab is None:
+        raise ValueError("the vocabulary head needs a static vocabulary size")
+    extra = block_width(vocab) - vocab
+    if bias is None:
+        bias = tf.zeros([vocab], weights.dtype)
+    padding = [[0, 0], [0, 0]]
+    padding[vocab_axis] = [0, extra]
+    return (
+        tf.pad(weights, padding),
+        tf.pad(bias, [[0, extra]], constant_values=float("-inf")),
+    )
+
+
+def head_logits(x: tf.Tensor, head: Head) -> tf.Tensor:
+    """Logits [batch, block_width(vocab)] of hidden states [batch, d] (see ``sampling_head``)."""
+    kernel, bias = head
+    return tf.nn.bias_add(tf.matmul(x, kernel), bias)
 
 
 def candidate_count(top_k: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:
@@ -254,7 +305,10 @@ class GeneratorServing(tf.Module):
     ) -> tuple[tf.Tensor, Cache]:
         """``prefill`` for a request that will generate up to ``budget`` tokens.
 
-        A model whose cache is sized per request (GPT-2's static key/value cache) overrides it.
+        A model whose cache is sized per request (GPT-2's static key/value cache) overrides it,
+        and so does one that prepares its vocabulary head once per request: the logits of
+        generation (here and from ``step``) may be widened by ``sampling_head``, whose extra
+        ids have a logit of -inf and are never sampled.
         """
         return self.prefill(input_ids, attention_mask)
 

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tweetgen_build.generation import GeneratorServing
+from tweetgen_build.generation import GeneratorServing, head_logits, sampling_head
 from tweetgen_build.tokenizer import EOS_ID
 
 
@@ -38,14 +38,15 @@ class LSTMLanguageModel(keras.Model):
         self.drop = keras.layers.Dropout(config.dropout)
         self.head = keras.layers.Dense(config.vocab_size)
 
-    def run(
+    def encode(
         self,
         input_ids: tf.Tensor,
         mask: tf.Tensor | None = None,
         states: list[tf.Tensor] | None = None,
         training: bool = False,
     ) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """Logits for every position and the final [h, c] of every layer.
+        """The last layer's outputs at every position (before the vocabulary head) and the
+        final [h, c] of every layer.
 
         Masked (padding) steps carry the state unchanged, so a left-padded prompt ends in the
         same state as the prompt alone.
@@ -57,11 +58,11 @@ class LSTMLanguageModel(keras.Model):
             x, h, c = rnn(x, mask=mask, initial_state=initial, training=training)
             x = self.drop(x, training=training)
             new_states += [h, c]
-        return self.head(x), new_states
+        return x, new_states
 
     def call(self, input_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
-        logits, _ = self.run(input_ids, training=training)
-        return logits
+        x, _ = self.encode(input_ids, training=training)
+        return self.head(x)
 
 
 def build_lstm(config: LSTMConfig) -> LSTMLanguageModel:
@@ -102,21 +103,36 @@ class LSTMServing(GeneratorServing):
         return self._keras.value
 
     def prefill(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        logits, states = self.model.run(input_ids, mask=tf.cast(attention_mask, tf.bool))
-        return logits[:, -1, :], states
+        # A left-padded prompt's last position is its last token: the head runs there only.
+        x, states = self.model.encode(input_ids, mask=tf.cast(attention_mask, tf.bool))
+        return self.model.head(x[:, -1, :]), states
+
+    def generation_prefill(
+        self, input_ids: tf.Tensor, attention_mask: tf.Tensor, budget: tf.Tensor
+    ) -> tuple[tf.Tensor, Any]:
+        """The prompt's states and the vocabulary head widened once per request (sampling_head)."""
+        x, states = self.model.encode(input_ids, mask=tf.cast(attention_mask, tf.bool))
+        dense = self.model.head
+        head = sampling_head(tf.convert_to_tensor(dense.kernel), tf.convert_to_tensor(dense.bias))
+        return head_logits(x[:, -1, :], head), (tuple(states), head)
 
     def step(self, token: tf.Tensor, cache: Any) -> tuple[tf.Tensor, Any]:
+        previous, head = cache
         # One token: call each layer's cell directly (the layer would run a whole RNN loop).
         x = self.model.embedding(token)
         states: list[tf.Tensor] = []
         for index, rnn in enumerate(self.model.rnns):
-            x, (h, c) = rnn.cell(x, [cache[2 * index], cache[2 * index + 1]], training=False)
+            x, (h, c) = rnn.cell(x, list(previous[2 * index : 2 * index + 2]), training=False)
             states += [h, c]
-        return self.model.head(x), states
+        return head_logits(x, head), (tuple(states), head)
 
     def cache_invariants(self, cache: Any) -> Any:
-        return [tf.TensorShape([None, s.shape[-1]]) for s in cache]
+        states, head = cache
+        return (
+            tuple(tf.TensorShape([None, s.shape[-1]]) for s in states),
+            tuple(part.shape for part in head),
+        )
 
     def full_logits(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tf.Tensor:
-        logits, _ = self.model.run(input_ids)
-        return logits
+        x, _ = self.model.encode(input_ids)
+        return self.model.head(x)

@@ -346,6 +346,42 @@ def test_the_rollout_refuses_an_xla_export_and_accepts_the_default_one(
         assert validate_artifact(io.BytesIO(archive), allow_xla=True).ok
 
 
+@pytest.mark.parametrize("model", ["lstm", "gpt2"])
+def test_generation_samples_only_ids_of_the_vocabulary(random_gpt2: Any, model: str) -> None:
+    """Both heads are widened to the sampler's blocks (vocabularies of 50 and 300 here)."""
+    import keras
+    from tweetgen_build.gpt2 import GPT2Serving
+    from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
+
+    if model == "lstm":
+        keras.utils.set_random_seed(4)
+        module: Any = LSTMServing(build_lstm(LSTMConfig(vocab_size=50, embedding_dim=8, units=8)))
+        vocab = 50
+    else:
+        module, vocab = GPT2Serving(random_gpt2, eos_id=0), 300
+    ids = tf.constant([[0, 0, 3, 7], [1, 2, 3, 4]], tf.int32)
+    mask = tf.constant([[0, 0, 1, 1], [1, 1, 1, 1]], tf.int32)
+    for top_k in (0, 10_000):  # the whole vocabulary, two ways
+        for seed in range(5):
+            out = module.generate(
+                ids,
+                mask,
+                tf.constant(20),
+                tf.constant(3.0),
+                tf.constant(top_k),
+                tf.constant(seed, tf.int64),
+            )
+            assert int(tf.reduce_max(out["generated_ids"])) < vocab
+
+
+def test_gpt2_cache_bucket_is_one_slot_without_xla(random_gpt2: Any) -> None:
+    from tweetgen_build.gpt2 import CACHE_BUCKET, GPT2Serving
+
+    assert GPT2Serving(random_gpt2).cache_bucket == 1
+    assert GPT2Serving(random_gpt2, jit_compile=True).cache_bucket == CACHE_BUCKET
+    assert GPT2Serving(random_gpt2, cache_bucket=8).cache_bucket == 8
+
+
 def test_gpt2_serving_rejects_inconsistent_options(random_gpt2: Any) -> None:
     from tweetgen_build.gpt2 import GPT2Serving
 

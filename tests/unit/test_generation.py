@@ -138,3 +138,42 @@ def test_top_k_candidates_equal_tf_top_k() -> None:
     flat = tf.zeros([2, 1000])
     _, ids = top_k_candidates(flat, tf.constant(20))
     assert ids.numpy().tolist() == [list(range(20))] * 2
+
+
+def test_a_widened_head_keeps_the_logits_and_hides_the_extra_ids() -> None:
+    from tweetgen_build.generation import block_width, head_logits, sampling_head
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 8)).astype(np.float32)
+    kernel = rng.normal(size=(8, 50)).astype(np.float32)
+    bias = rng.normal(size=50).astype(np.float32)
+    assert block_width(50) == 64 and block_width(64) == 64
+    for with_bias in (True, False):
+        head = sampling_head(tf.constant(kernel), tf.constant(bias) if with_bias else None)
+        logits = head_logits(tf.constant(x), head).numpy()
+        assert logits.shape == (3, 64)
+        np.testing.assert_allclose(
+            logits[:, :50], x @ kernel + (bias if with_bias else 0.0), rtol=1e-5, atol=1e-5
+        )
+        assert np.all(np.isneginf(logits[:, 50:]))
+
+
+def test_sampling_never_picks_a_widened_id_even_from_the_whole_width() -> None:
+    from tweetgen_build.generation import _pick, head_logits, sampling_head
+
+    rng = np.random.default_rng(6)
+    head = sampling_head(tf.constant(rng.normal(size=(4, 50)).astype(np.float32)))
+    logits = head_logits(tf.constant(rng.normal(size=(16, 4)).astype(np.float32)), head)
+    # top_k 0 means the whole width (64 here), at a high temperature, draws near 1.
+    for step in range(20):
+        picked = select_next(
+            logits,
+            tf.constant(5.0),
+            tf.constant(0),
+            tf.range(16, dtype=tf.int64),
+            tf.constant(step),
+        )
+        assert int(tf.reduce_max(picked)) < 50
+    nearly_one = tf.constant(1.0 - 1e-7)
+    picked = _pick(logits, tf.constant(5.0), tf.constant(64), tf.fill([16], nearly_one))
+    assert int(tf.reduce_max(picked)) < 50
