@@ -30,7 +30,7 @@ from tweetgen.domain.experiment import ExperimentSettings
 from tweetgen.services.experiment import AggregationSettings, run_experiment
 
 logger = Logger()
-tracer = new_tracer(database=True)
+tracer = new_tracer()
 metrics = Metrics()
 
 ENDPOINT_NAME = endpoint_name()

@@ -17,7 +17,7 @@ import gc
 gc.disable()  # until coldstart.setup_done() at the end of this module
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import AppSyncResolver
@@ -25,9 +25,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen import coldstart
 from tweetgen.adapters import appsync, serving
-from tweetgen.adapters.database import Database
 from tweetgen.adapters.tracing import new_tracer
-from tweetgen.services.experiment import experiment_status
 from tweetgen.services.serving import (
     FeedbackService,
     GenerationService,
@@ -35,8 +33,11 @@ from tweetgen.services.serving import (
     ServiceUnavailable,
 )
 
+if TYPE_CHECKING:
+    from tweetgen.adapters.database import Database
+
 logger = Logger()
-tracer = new_tracer(database=True)
+tracer = new_tracer()
 metrics = Metrics()
 app = AppSyncResolver()
 
@@ -61,6 +62,10 @@ def feedback_service() -> FeedbackService:
 
 @functools.cache
 def database() -> Database:
+    # Imported on first use: the mutations need no database, so a cold start that serves one
+    # never loads SQLAlchemy (about a third of this module's import).
+    from tweetgen.adapters.database import Database
+
     return Database.from_environment()
 
 
@@ -143,6 +148,8 @@ def rollout(id: str) -> dict[str, Any] | None:
 @app.resolver(type_name="Query", field_name="experiment")
 @tracer.capture_method
 def experiment() -> dict[str, Any]:
+    from tweetgen.services.experiment import experiment_status
+
     # What GET /experiment answers, in the schema's shape.
     return appsync.experiment(experiment_status(database(), ENDPOINT_NAME, _in_service()))
 

@@ -21,7 +21,7 @@ from tweetgen.adapters.database import Database, applied_versions
 from tweetgen.adapters.tracing import new_tracer
 
 logger = Logger()
-tracer = new_tracer(database=True)
+tracer = new_tracer()
 
 PHYSICAL_ID = "tweetgen-schema"
 

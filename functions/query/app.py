@@ -29,7 +29,7 @@ from tweetgen.services.errors import ServiceUnavailable, UnknownGeneration
 from tweetgen.services.experiment import experiment_status
 
 logger = Logger()
-tracer = new_tracer(database=True)
+tracer = new_tracer()
 metrics = Metrics()
 # GET routes with string path parameters only: nothing for pydantic to validate.
 app = new_resolver(validation=False)

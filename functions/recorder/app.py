@@ -32,7 +32,7 @@ from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.serving import MalformedEvent, parse_event, record_event, record_events
 
 logger = Logger()
-tracer = new_tracer(database=True)
+tracer = new_tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 

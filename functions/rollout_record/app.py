@@ -34,7 +34,7 @@ from tweetgen.services.rollout import (
 )
 
 logger = Logger()
-tracer = new_tracer(database=True)
+tracer = new_tracer()
 metrics = Metrics()
 
 SETTINGS = RolloutSettings.from_environment()

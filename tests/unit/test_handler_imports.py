@@ -15,7 +15,10 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 FUNCTIONS = sorted(p.parent.name for p in (REPO_ROOT / "functions").glob("*/app.py"))
-DATABASE_FUNCTIONS = {"aggregate", "graphql", "migrate", "query", "recorder", "rollout_record"}
+# Functions that import the database layer (SQLAlchemy) at cold start. GraphQL's mutations need
+# no database, so its queries import it on first use; no function imports the MySQL driver
+# before it makes an engine for it (tweetgen.adapters.tracing.trace_database_driver).
+DATABASE_AT_IMPORT = {"aggregate", "migrate", "query", "recorder", "rollout_record"}
 NEVER = {"tensorflow", "numpy", "transformers", "tf_keras", "keras", "tokenizers"}
 # Functions that neither parse a request body nor a queued event nor an artifact's metadata:
 # the request models, pydantic and Powertools' request validation (tens of milliseconds of
@@ -30,7 +33,7 @@ NO_PYDANTIC = {
 }
 # Functions that read the experiment's figures: the others leave its repositories and statistics
 # out (the database package imports them on first use).
-EXPERIMENT_FUNCTIONS = {"aggregate", "graphql", "query"}
+EXPERIMENT_FUNCTIONS = {"aggregate", "query"}
 
 _PROBE = """
 import gc, importlib, json, sys
@@ -53,7 +56,9 @@ print(json.dumps({
 """
 
 
-def cold_import(function: str, tmp_path: Path) -> dict[str, Any]:
+def cold_import(
+    function: str, tmp_path: Path, probe: str = _PROBE, **extra_env: str
+) -> dict[str, Any]:
     code_dir = REPO_ROOT / "functions" / function
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
     env |= {
@@ -68,9 +73,10 @@ def cold_import(function: str, tmp_path: Path) -> dict[str, Any]:
         "VARIANTS": "lstm,gpt2",
         "EVENTS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/events",
         "HOME": str(tmp_path),
+        **extra_env,
     }
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(code_dir), str(REPO_ROOT / "layers" / "common")],
+        [sys.executable, "-c", probe, str(code_dir), str(REPO_ROOT / "layers" / "common")],
         capture_output=True,
         text=True,
         env=env,
@@ -86,12 +92,11 @@ def test_a_handler_imports_no_ml_library_and_traces_only_what_it_calls(
 ) -> None:
     loaded = cold_import(function, tmp_path)
     assert NEVER.isdisjoint(loaded["modules"]), NEVER & set(loaded["modules"])
-    if function in DATABASE_FUNCTIONS:
-        assert loaded["patched"] == ["botocore", "pymysql"]
-    else:
-        # Tracing everything the layer carries would import the database libraries too.
-        assert loaded["patched"] == ["botocore"]
-        assert {"sqlalchemy", "pymysql", "requests"}.isdisjoint(loaded["modules"])
+    # Tracing everything the layer carries would import the database libraries everywhere.
+    assert loaded["patched"] == ["botocore"]
+    assert {"pymysql", "requests"}.isdisjoint(loaded["modules"])
+    if function not in DATABASE_AT_IMPORT:
+        assert "sqlalchemy" not in loaded["modules"]
     if function in NO_PYDANTIC:
         assert "pydantic" not in loaded["modules"]
     if function not in EXPERIMENT_FUNCTIONS:
@@ -110,3 +115,89 @@ def test_a_handler_imports_without_garbage_collection_then_freezes_what_it_built
     assert collector["collections"] <= 2
     assert collector["frozen"] > 50_000
     assert collector["enabled"] is True
+
+
+_GRAPHQL_COLD_START = """
+import json, os, sys, types
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import boto3
+from moto import mock_aws
+
+context = types.SimpleNamespace(
+    function_name="tweetgen-graphql", function_version="$LATEST", memory_limit_in_mb=256,
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:tweetgen-graphql",
+    aws_request_id="r-1",
+)
+with mock_aws():
+    queue = boto3.client("sqs").create_queue(QueueName="events")["QueueUrl"]
+    secret = boto3.client("secretsmanager").create_secret(Name="ids", SecretString="k" * 64)
+    os.environ |= {"EVENTS_QUEUE_URL": queue, "GENERATION_ID_SECRET_ARN": secret["ARN"]}
+    import app
+    from tweetgen.domain.serving import GenerationIds
+
+    def resolve(parent, field, arguments):
+        event = {"arguments": arguments, "identity": None, "source": None, "prev": None,
+                 "request": {"headers": {}, "domainName": None},
+                 "info": {"parentTypeName": parent, "fieldName": field, "variables": {},
+                          "selectionSetList": [], "selectionSetGraphQL": ""}, "stash": {}}
+        return app.lambda_handler(event, context)
+
+    generation_id = GenerationIds(b"k" * 64).issue("gpt2")
+    receipt = resolve("Mutation", "sendFeedback", {"generationId": generation_id, "reward": "like"})
+    after_mutation = "sqlalchemy" in sys.modules
+    app.database().migrate()
+    answer = resolve("Query", "generation", {"id": generation_id})
+    print(json.dumps({"receipt": receipt, "after_mutation": after_mutation, "answer": answer,
+                      "after_query": "sqlalchemy" in sys.modules}))
+"""
+
+
+def test_graphql_serves_a_mutation_without_the_database_and_a_query_with_it(
+    tmp_path: Path,
+) -> None:
+    result = cold_import(
+        "graphql",
+        tmp_path,
+        _GRAPHQL_COLD_START,
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_METRICS_NAMESPACE="tweetgen",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'tweetgen.db'}",
+    )
+    assert result["receipt"]["status"] == "accepted", result
+    assert result["after_mutation"] is False
+    assert result["answer"] is None  # queued, not yet recorded
+    assert result["after_query"] is True
+
+
+_DRIVER_TRACING = """
+import json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from aws_xray_sdk.core.patcher import _PATCHED_MODULES
+from tweetgen.adapters.database.engine import create_engine
+from tweetgen.adapters.tracing import new_tracer
+
+new_tracer()
+seen = {"sqlite": None, "mysql": None}
+create_engine("sqlite://")
+seen["sqlite"] = sorted(_PATCHED_MODULES)
+engine = create_engine("mysql+pymysql://tweetgen@127.0.0.1:9/none")
+seen["mysql"] = sorted(_PATCHED_MODULES)
+import pymysql
+seen["wrapped"] = type(engine.dialect.loaded_dbapi.connect).__name__
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_the_mysql_driver_is_traced_from_the_engine_that_uses_it(
+    tmp_path: Path, disabled: bool
+) -> None:
+    extra = {"POWERTOOLS_TRACE_DISABLED": "true"} if disabled else {}
+    seen = cold_import("migrate", tmp_path, _DRIVER_TRACING, **extra)
+    assert seen["sqlite"] == (["botocore"] if not disabled else [])
+    if disabled:
+        assert seen["mysql"] == [] and seen["wrapped"] != "FunctionWrapper"
+    else:
+        # Patched before the engine's first connection: its connect is X-Ray's wrapper.
+        assert seen["mysql"] == ["botocore", "pymysql"]
+        assert seen["wrapped"] == "FunctionWrapper"

@@ -3,9 +3,11 @@
 Left to itself, Powertools' ``Tracer`` patches every library the X-Ray SDK knows and can import
 (``patch_all``). The common layer carries SQLAlchemy and PyMySQL for the functions that write
 to the database, so every other function would import them at cold start only to trace calls
-it never makes: about a third of an API function's import time. Each function names what it
-uses instead: AWS calls everywhere, and the MySQL driver's queries where a function reads or
-writes the database (the driver, not SQLAlchemy: its X-Ray patch imports the ORM as well).
+it never makes: about a third of an API function's import time. Each function traces its AWS
+calls from the start, and the MySQL driver's queries from the moment the database adapter makes
+an engine that uses it (the driver, not SQLAlchemy: its X-Ray patch imports the ORM as well).
+So a function imports the driver only when it reaches the database, before its first
+connection, and a SQLite database (the local stack) patches nothing.
 """
 
 from __future__ import annotations
@@ -13,9 +15,21 @@ from __future__ import annotations
 from aws_lambda_powertools import Tracer
 
 AWS = ("botocore",)
-AWS_AND_DATABASE = (*AWS, "pymysql")
+# The database drivers whose queries are traced (the X-Ray SDK patches these by name).
+DATABASE_DRIVERS = ("pymysql",)
 
 
-def new_tracer(*, database: bool = False) -> Tracer:
-    """The function's tracer; ``database=True`` for functions that talk to the database."""
-    return Tracer(patch_modules=AWS_AND_DATABASE if database else AWS)
+def new_tracer() -> Tracer:
+    """The function's tracer, patching the AWS SDK."""
+    return Tracer(patch_modules=AWS)
+
+
+def trace_database_driver(driver: str) -> None:
+    """Trace ``driver``'s queries from now on, where this process traces at all.
+
+    A no-op for drivers the X-Ray SDK cannot patch, and wherever Powertools' tracer is
+    disabled (outside Lambda, in ``sam local``, with ``POWERTOOLS_TRACE_DISABLED``). Patching
+    twice does nothing more.
+    """
+    if driver in DATABASE_DRIVERS:
+        Tracer(auto_patch=False).patch([driver])

@@ -135,6 +135,10 @@ def dispose_engines() -> None:
 
 
 def _mysql_engine(url: URL, connect_timeout_s: float, credentials: Credentials | None) -> Engine:
+    # Imported here: the driver's tracing is only wanted (and Powertools only needed) for MySQL.
+    from ..tracing import trace_database_driver
+
+    trace_database_driver(url.get_driver_name())  # before the driver's first connection
     engine = sqlalchemy.create_engine(
         url,
         pool_pre_ping=True,
