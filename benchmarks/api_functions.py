@@ -4,6 +4,12 @@
   the first event), against the 250 ms budget, and which heavy libraries it pulls in (no
   TensorFlow or numpy may reach an API function). The baseline is the floor every handler
   shares: importing Powertools' Logger, Tracer and Metrics alone.
+- The same imports from the deployment packages as ``sam build`` makes them (the Makefile's
+  ``build-CommonLayer`` and ``build-%Function``: pinned wheels, bytecode compiled), against the
+  same packages without bytecode, which is how SAM's own Python builder ships them (it unpacks
+  wheels and copies sources): on Lambda's read-only file system such a cold start compiles every
+  module it imports. Imported with nothing but the packages and the runtime's boto3 on the path,
+  and nothing written back.
 - Each function's deployment package: its code folder plus the common layer and the layer's
   pinned requirements, as ``sam build`` would zip them (sizes of the installed files).
 - Recorder throughput into MariaDB (events/s) at batch sizes 10 and 100: the recorder's batch
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +31,7 @@ from typing import Any
 
 from benchmarks.common import (
     DEFAULT_DATA,
+    OUT_DIR,
     REPO_ROOT,
     BenchResult,
     Row,
@@ -35,6 +43,8 @@ from benchmarks.common import (
 )
 
 NAME = "api_functions"
+LAYER = "CommonLayer"
+SERVERLESS_CODE = ("AWS::Serverless::Function", "AWS::Serverless::LayerVersion")
 BUDGET_MS = 250.0
 HEAVY = ("tensorflow", "numpy", "transformers", "tf_keras", "keras")
 MYSQL_URL = os.environ.get("TWEETGEN_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -129,6 +139,117 @@ def _installed_size(distribution: str) -> int:
         if path.is_file() and "__pycache__" not in path.parts:
             total += path.stat().st_size
     return total
+
+
+def build_packages(out: Path) -> dict[str, Path]:
+    """Every function and the common layer built as ``sam build`` builds them.
+
+    Returns {function's code folder name, or ``LAYER``: built folder}.
+
+    Like SAM's makefile builder: the code folder copied to a scratch folder, then
+    ``make build-<LogicalId>`` there with ``ARTIFACTS_DIR``. Needs python3.11 and the package
+    index (the targets run pip).
+    """
+    import yaml
+
+    document = yaml.load((REPO_ROOT / "template.yaml").read_text(), Loader=yaml.BaseLoader)
+    shutil.rmtree(out, ignore_errors=True)
+    built: dict[str, Path] = {}
+    for logical_id, resource in document["Resources"].items():
+        properties = resource.get("Properties") or {}
+        uri = properties.get("CodeUri") or properties.get("ContentUri")
+        if resource["Type"] not in SERVERLESS_CODE or not isinstance(uri, str):
+            continue
+        scratch = out / "scratch" / logical_id
+        shutil.copytree(REPO_ROOT / uri, scratch, ignore=shutil.ignore_patterns("__pycache__"))
+        progress(NAME, f"building {logical_id} (make build-{logical_id})")
+        subprocess.run(
+            [
+                "make",
+                "--silent",
+                "--makefile",
+                str(REPO_ROOT / "Makefile"),
+                f"build-{logical_id}",
+                f"ARTIFACTS_DIR={out / 'compiled' / logical_id}",
+            ],
+            cwd=scratch,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        key = LAYER if logical_id == LAYER else Path(uri).name
+        built[key] = out / "compiled" / logical_id
+    return built
+
+
+def without_bytecode(built: dict[str, Path], out: Path) -> dict[str, Path]:
+    """The same packages with every ``__pycache__`` left out."""
+    source: dict[str, Path] = {}
+    for key, folder in built.items():
+        source[key] = out / "source" / folder.name
+        shutil.rmtree(source[key], ignore_errors=True)
+        shutil.copytree(folder, source[key], ignore=shutil.ignore_patterns("__pycache__"))
+    return source
+
+
+# Imports a handler from its deployment package and the layer's, as Lambda lays them out
+# (/var/task, /opt/python), the runtime's boto3 last; -S keeps every other library out.
+_DEPLOYED_PROBE = r"""
+import importlib, json, sys, time
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+sys.path.append(sys.argv[3])
+started = time.perf_counter()
+importlib.import_module("app")
+print(json.dumps({"ms": (time.perf_counter() - started) * 1000}))
+"""
+
+
+def deployed_import_ms(function_dir: Path, layer_dir: Path, code_dir: Path) -> float:
+    import sysconfig
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            _DEPLOYED_PROBE,
+            str(function_dir),
+            str(layer_dir / "python"),
+            sysconfig.get_paths()["purelib"],
+        ],
+        capture_output=True,
+        text=True,
+        env={**_environment(code_dir), "PYTHONDONTWRITEBYTECODE": "1"},
+        check=True,
+    )
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["ms"])
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def deployed_imports(
+    repeats: int, compiled: dict[str, Path], out: Path
+) -> dict[str, tuple[float, float]]:
+    """{function: (ms with bytecode, ms without)}, the two imports of each round in random order."""
+    import random
+
+    source = without_bytecode(compiled, out)
+    functions = [name for name in compiled if name != LAYER]
+    times: dict[tuple[str, str], list[float]] = {}
+    rng = random.Random(7)
+    for round_number in range(repeats):
+        progress(NAME, f"imports from the deployment packages, round {round_number + 1}/{repeats}")
+        turns = [(f, kind) for f in functions for kind in ("compiled", "source")]
+        rng.shuffle(turns)
+        for name, kind in turns:
+            packages = compiled if kind == "compiled" else source
+            code_dir = REPO_ROOT / "functions" / name
+            ms = deployed_import_ms(packages[name], packages[LAYER], code_dir)
+            times.setdefault((name, kind), []).append(ms)
+    names = sorted({name for name, _ in times})
+    return {n: (median(times[(n, "compiled")]), median(times[(n, "source")])) for n in names}
 
 
 def _requirements(path: Path) -> list[str]:
@@ -273,14 +394,51 @@ def run(quick: bool = False, data: Path = DEFAULT_DATA, seed: int = 7) -> BenchR
         if heavy:
             notes.append(f"{code_dir.name} imports {', '.join(heavy)}")
         details[f"{code_dir.name}_package_mb"] = package_mb(code_dir)
+    packages_dir = OUT_DIR / "lambda-packages"
+    try:
+        built = build_packages(packages_dir)
+        deployed = deployed_imports(repeats, built, packages_dir)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        reason = getattr(exc, "stderr", None) or exc
+        notes.append(f"deployment packages not built, so not measured: {str(reason)[-300:]}")
+        built, deployed = {}, {}
+    for name, (with_bytecode, without) in deployed.items():
+        details[f"{name}_deployed_import_ms"] = with_bytecode
+        details[f"{name}_deployed_without_bytecode_ms"] = without
+        rows.append(
+            make_row(
+                NAME,
+                f"{name}: handler import from its sam build packages (budget {BUDGET_MS:.0f} ms)",
+                with_bytecode,
+                "ms",
+                without,
+                "the same packages without bytecode (SAM's Python builder)",
+                higher_is_better=False,
+            )
+        )
+        if with_bytecode > BUDGET_MS:
+            notes.append(
+                f"{name} imports from its deployment packages in {with_bytecode:.0f} ms:"
+                f" over the {BUDGET_MS:.0f} ms budget"
+            )
     notes.append(
         "the same fresh process importing one library alone: "
         + ", ".join(f"{label} {library_ms(m, repeats):.0f} ms" for label, m in LIBRARIES.items())
     )
-    notes.append(
-        "deployment packages (code + common layer + pinned requirements, uncompressed MB): "
-        + ", ".join(f"{d.name} {details[f'{d.name}_package_mb']:.1f}" for d in _function_dirs())
-    )
+    if built:  # what sam build makes: the function's package and the layer, bytecode included
+        for name, folder in built.items():
+            details[f"{name}_built_mb"] = folder_mb(folder)
+        notes.append(
+            "deployment packages as sam build makes them (the function's, then the common"
+            " layer's, uncompressed MB, bytecode included): "
+            + ", ".join(f"{n} {details[f'{n}_built_mb']:.1f}" for n in built if n != LAYER)
+            + f"; {LAYER} {details[f'{LAYER}_built_mb']:.1f}"
+        )
+    else:
+        notes.append(
+            "deployment packages (code + common layer + pinned requirements, uncompressed MB): "
+            + ", ".join(f"{d.name} {details[f'{d.name}_package_mb']:.1f}" for d in _function_dirs())
+        )
     total = 2000 if quick else 10000
     for batch in (10, 100):
         progress(NAME, f"recorder into MariaDB, batch {batch}")

@@ -11,6 +11,24 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def sam_cli() -> str:
+    """The AWS SAM CLI: ``SAM_CLI``, else ``.venv-sam/bin/sam`` (``make sam-venv``), else ``sam``
+    on PATH. Without one the calling test is skipped, except in CI (``CI=true``), where it fails.
+    """
+    configured = os.environ.get("SAM_CLI")
+    candidates = [configured or str(REPO_ROOT / ".venv-sam" / "bin" / "sam"), shutil.which("sam")]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    reason = (
+        f"AWS SAM CLI not found (SAM_CLI={configured or 'unset'}, .venv-sam, PATH);"
+        " `make sam-venv` installs it from requirements-sam.lock"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def shared_data_dir() -> Path:
     """The shared Sentiment140 files (never copied into the repository)."""
     configured = os.environ.get("TWEETGEN_DATA_DIR")

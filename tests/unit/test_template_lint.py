@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint_file
 from tweetgen_local.template import Template
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, sam_cli
 
 TEMPLATE = REPO_ROOT / "template.yaml"
 ROLLOUT = REPO_ROOT / "statemachines" / "rollout.asl.json"
@@ -67,21 +66,6 @@ def test_both_checks_use_the_same_cfn_lint() -> None:
     assert pinned(SAM_LOCK) == pinned(REPO_ROOT / "requirements.lock")
 
 
-def _sam_cli() -> str:
-    configured = os.environ.get("SAM_CLI")
-    candidates = [configured or str(REPO_ROOT / ".venv-sam" / "bin" / "sam"), shutil.which("sam")]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    reason = (
-        f"AWS SAM CLI not found (SAM_CLI={configured or 'unset'}, .venv-sam, PATH);"
-        " `make sam-venv` installs it from requirements-sam.lock"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def _sam_validate_lint(template: Path) -> subprocess.CompletedProcess[str]:
     """``sam validate --lint`` as CI runs it: offline, no credentials, no telemetry."""
     env = {
@@ -95,7 +79,7 @@ def _sam_validate_lint(template: Path) -> subprocess.CompletedProcess[str]:
         AWS_SECRET_ACCESS_KEY="testing",
         SAM_CLI_TELEMETRY="0",
     )
-    command = [_sam_cli(), "validate", "--lint", "--region", "us-east-1"]
+    command = [sam_cli(), "validate", "--lint", "--region", "us-east-1"]
     return subprocess.run(
         [*command, "--template-file", str(template)],
         cwd=REPO_ROOT,
