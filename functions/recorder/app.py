@@ -15,26 +15,32 @@ import gc
 gc.disable()  # until coldstart.setup_done() at the end of this module
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen import coldstart
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.serving import MalformedEvent, parse_event, record_event, record_events
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch import BatchProcessor
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
 logger = Logger()
 tracer = new_tracer()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@functools.cache
+def processor() -> BatchProcessor:
+    # Imported on first use: only a batch that cannot be written at once goes message by
+    # message, so a cold start whose batch is written never loads the batch utility.
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+
+    return BatchProcessor(event_type=EventType.SQS)
 
 
 @functools.cache
@@ -75,8 +81,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             name="EventsRedelivered", unit=MetricUnit.Count, value=len(records) - new
         )
         return {"batchItemFailures": []}
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
     response = process_partial_response(
-        event=event, record_handler=record_one, processor=processor, context=context
+        event=event, record_handler=record_one, processor=processor(), context=context
     )
     failed = len(response.get("batchItemFailures") or [])
     metrics.add_metric(name="EventsFailed", unit=MetricUnit.Count, value=failed)

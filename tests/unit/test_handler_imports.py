@@ -51,6 +51,7 @@ print(json.dumps({
     },
     "modules": sorted({m.split(".")[0] for m in sys.modules}),
     "ours": sorted(m for m in sys.modules if m.startswith("tweetgen.")),
+    "powertools": sorted(m for m in sys.modules if m.startswith("aws_lambda_powertools.")),
     "patched": sorted(_PATCHED_MODULES),
 }))
 """
@@ -99,6 +100,9 @@ def test_a_handler_imports_no_ml_library_and_traces_only_what_it_calls(
         assert "sqlalchemy" not in loaded["modules"]
     if function in NO_PYDANTIC:
         assert "pydantic" not in loaded["modules"]
+    # The recorder goes message by message (Powertools' batch utility) only when a batch cannot
+    # be written at once: a cold start whose batch is written never loads it.
+    assert "aws_lambda_powertools.utilities.batch" not in loaded["powertools"]
     if function not in EXPERIMENT_FUNCTIONS:
         assert "tweetgen.adapters.database.experiment" not in loaded["ours"]
         assert "tweetgen.domain.statistics" not in loaded["ours"]
@@ -201,3 +205,51 @@ def test_the_mysql_driver_is_traced_from_the_engine_that_uses_it(
         # Patched before the engine's first connection: its connect is X-Ray's wrapper.
         assert seen["mysql"] == ["botocore", "pymysql"]
         assert seen["wrapped"] == "FunctionWrapper"
+
+
+_RECORDER_COLD_START = """
+import copy, json, sys, types
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import app
+
+context = types.SimpleNamespace(
+    function_name="tweetgen-recorder", function_version="$LATEST", memory_limit_in_mb=256,
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:tweetgen-recorder",
+    aws_request_id="r-1",
+)
+app.database().migrate()
+event = json.load(open(sys.argv[3]))
+BATCH = "aws_lambda_powertools.utilities.batch"
+written = app.lambda_handler(event, context)
+after_written = BATCH in sys.modules
+bad = copy.deepcopy(event["Records"][0])
+bad["messageId"] = "poison"
+bad["body"] = "not an event"
+mixed = {"Records": [bad, *event["Records"]]}
+reported = app.lambda_handler(mixed, context)
+print(json.dumps({"written": written, "after_written": after_written, "reported": reported,
+                  "after_reported": BATCH in sys.modules,
+                  "stored": app.database().generations.get(
+                      json.loads(event["Records"][0]["body"])["generation_id"]) is not None}))
+"""
+
+
+def test_the_recorder_loads_the_batch_utility_only_for_a_batch_it_cannot_write_at_once(
+    tmp_path: Path,
+) -> None:
+    result = cold_import(
+        "recorder",
+        tmp_path,
+        _RECORDER_COLD_START.replace(
+            "sys.argv[3]", repr(str(REPO_ROOT / "events" / "sqs_recorder.json"))
+        ),
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_METRICS_NAMESPACE="tweetgen",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'tweetgen.db'}",
+    )
+    assert result["written"] == {"batchItemFailures": []}
+    assert result["after_written"] is False
+    # A malformed message fails alone (and reaches the dead-letter queue after its retries).
+    assert result["reported"] == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
+    assert result["after_reported"] is True
+    assert result["stored"] is True
