@@ -121,17 +121,20 @@ def test_a_handler_imports_without_garbage_collection_then_freezes_what_it_built
     assert collector["enabled"] is True
 
 
+# The Lambda context a probe's handler gets (what Powertools' logger reads of it).
+_CONTEXT = """context = types.SimpleNamespace(
+    function_name="tweetgen-probe", function_version="$LATEST", memory_limit_in_mb=256,
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:tweetgen-probe",
+    aws_request_id="r-1",
+)"""
+
 _GRAPHQL_COLD_START = """
 import json, os, sys, types
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import boto3
 from moto import mock_aws
 
-context = types.SimpleNamespace(
-    function_name="tweetgen-graphql", function_version="$LATEST", memory_limit_in_mb=256,
-    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:tweetgen-graphql",
-    aws_request_id="r-1",
-)
+CONTEXT
 with mock_aws():
     queue = boto3.client("sqs").create_queue(QueueName="events")["QueueUrl"]
     secret = boto3.client("secretsmanager").create_secret(Name="ids", SecretString="k" * 64)
@@ -153,7 +156,7 @@ with mock_aws():
     answer = resolve("Query", "generation", {"id": generation_id})
     print(json.dumps({"receipt": receipt, "after_mutation": after_mutation, "answer": answer,
                       "after_query": "sqlalchemy" in sys.modules}))
-"""
+""".replace("CONTEXT\n", _CONTEXT + "\n", 1)
 
 
 def test_graphql_serves_a_mutation_without_the_database_and_a_query_with_it(
@@ -212,11 +215,7 @@ import copy, json, sys, types
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import app
 
-context = types.SimpleNamespace(
-    function_name="tweetgen-recorder", function_version="$LATEST", memory_limit_in_mb=256,
-    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:tweetgen-recorder",
-    aws_request_id="r-1",
-)
+CONTEXT
 app.database().migrate()
 event = json.load(open(sys.argv[3]))
 BATCH = "aws_lambda_powertools.utilities.batch"
@@ -231,7 +230,7 @@ print(json.dumps({"written": written, "after_written": after_written, "reported"
                   "after_reported": BATCH in sys.modules,
                   "stored": app.database().generations.get(
                       json.loads(event["Records"][0]["body"])["generation_id"]) is not None}))
-"""
+""".replace("CONTEXT\n", _CONTEXT + "\n", 1)
 
 
 def test_the_recorder_loads_the_batch_utility_only_for_a_batch_it_cannot_write_at_once(
