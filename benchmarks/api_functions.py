@@ -8,7 +8,7 @@
   ``build-CommonLayer`` and ``build-%Function``: pinned wheels, bytecode compiled), against the
   same packages without bytecode, which is how SAM's own Python builder ships them (it unpacks
   wheels and copies sources): on Lambda's read-only file system such a cold start compiles every
-  module it imports. Imported with nothing but the packages and the runtime's boto3 on the path,
+  module it imports. Imported with nothing but the packages and the runtime's libraries (last) on the path,
   and nothing written back.
 - Each function's deployment package: its code folder plus the common layer and the layer's
   pinned requirements, as ``sam build`` would zip them (sizes of the installed files).
@@ -193,7 +193,8 @@ def without_bytecode(built: dict[str, Path], out: Path) -> dict[str, Path]:
 
 
 # Imports a handler from its deployment package and the layer's, as Lambda lays them out
-# (/var/task, /opt/python), the runtime's boto3 last; -S keeps every other library out.
+# (/var/task, /opt/python), the runtime's libraries last (/var/runtime: only certifi, which
+# botocore uses where it finds it, comes from there); -S keeps every other library out.
 _DEPLOYED_PROBE = r"""
 import importlib, json, sys, time
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
@@ -262,7 +263,7 @@ def _requirements(path: Path) -> list[str]:
 
 
 def _dependencies(names: list[str]) -> set[str]:
-    """The distributions ``names`` need, transitively (boto3 excluded: the runtime has it)."""
+    """The distributions ``names`` need, transitively."""
     from importlib.metadata import PackageNotFoundError, requires
     from re import split
 
@@ -270,7 +271,7 @@ def _dependencies(names: list[str]) -> set[str]:
     pending = list(names)
     while pending:
         name = pending.pop().lower().replace("_", "-")
-        if name in seen or name in ("boto3", "botocore", "s3transfer", "jmespath"):
+        if name in seen:
             continue
         seen.add(name)
         try:

@@ -22,9 +22,10 @@ from tweetgen_local.template import Template
 from tests.conftest import REPO_ROOT, sam_cli
 
 TEMPLATE = REPO_ROOT / "template.yaml"
-# Imported from the Lambda runtime, not from the deployment packages (certifi: botocore's
-# optional CA bundle, which it replaces with its own where certifi is missing).
-RUNTIME_PROVIDED = {"boto3", "s3transfer", "certifi"}
+# Imported from the Lambda runtime, not from the deployment packages: botocore's optional CA
+# bundle, which it replaces with its own where certifi is missing. boto3 ships with each
+# function, beside the botocore that aws-xray-sdk brings.
+RUNTIME_PROVIDED = {"certifi"}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ _PROBE = """
 import importlib, importlib.machinery, json, sys
 function, layer, runtime = sys.argv[1:4]
 sys.path[:0] = [function, layer]
-sys.path.append(runtime)  # where the Lambda runtime's boto3 comes from
+sys.path.append(runtime)  # the Lambda runtime's libraries come last
 compiled = []
 source_to_code = importlib.machinery.SourceFileLoader.source_to_code
 def counting(self, data, path, *args, **kwargs):
@@ -92,6 +93,7 @@ def counting(self, data, path, *args, **kwargs):
     return source_to_code(self, data, path, *args, **kwargs)
 importlib.machinery.SourceFileLoader.source_to_code = counting
 importlib.import_module("app")
+import boto3  # the handlers make their clients on first use
 files = {name: getattr(module, "__file__", None) for name, module in list(sys.modules.items())}
 print(json.dumps({"compiled": compiled, "files": files}))
 """
@@ -136,3 +138,5 @@ def test_a_built_handler_imports_from_its_packages_without_compiling(
     assert outside <= RUNTIME_PROVIDED, outside - RUNTIME_PROVIDED
     ours = [path for path in result["files"].values() if path and path.startswith(str(built))]
     assert any(path.endswith("tweetgen/__init__.py") for path in ours)
+    for library in ("boto3", "botocore"):  # the matching pair, from the function's package
+        assert result["files"][library].startswith(str(built / function)), library
