@@ -14,7 +14,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 SAM_TOOLS := aws-sam-cli==1.170.0 cfn-lint==1.58.0
 export SAM_CLI ?= $(abspath $(SAM_VENV))/bin/sam
 
-.PHONY: help venv sam-venv actionlint demo test lint lint-template format typecheck unit integration e2e browser bench diagram lock lock-sam service-models clean build-CommonLayer
+.PHONY: help venv sam-venv actionlint demo test lint lint-template format typecheck unit integration e2e browser bench diagram lock lock-sam service-models clean build-CommonLayer lambda-artifacts-dir
 
 help:
 	@echo "make demo   - train both tiny models on the shared tweets and show what they generate"
@@ -130,18 +130,23 @@ LAMBDA_PYTHON ?= python3.11
 LAMBDA_PIP = $(LAMBDA_PYTHON) -m pip install --quiet --no-compile --no-warn-conflicts \
 	--root-user-action=ignore --only-binary=:all: \
 	--platform manylinux2014_x86_64 --implementation cp --python-version 3.11 \
-	--constraint $(LAMBDA_ROOT)requirements.lock --target
+	--constraint "$(LAMBDA_ROOT)requirements.lock" --target
 LAMBDA_COMPILE = $(LAMBDA_PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash
 
-build-CommonLayer:
+# SAM sets ARTIFACTS_DIR; run by hand, these targets need it too (they write and delete there).
+lambda-artifacts-dir:
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)" >&2; exit 2; }
+
+build-CommonLayer: lambda-artifacts-dir
 	$(LAMBDA_PIP) "$(ARTIFACTS_DIR)/python" -r requirements.txt
 	rm -rf "$(ARTIFACTS_DIR)/python/bin"
 	find tweetgen -name __pycache__ -prune -exec rm -rf {} +
 	cp -R tweetgen "$(ARTIFACTS_DIR)/python/"
 	$(LAMBDA_COMPILE) "$(ARTIFACTS_DIR)/python"
 
-build-%Function:
+build-%Function: lambda-artifacts-dir
 	$(LAMBDA_PIP) "$(ARTIFACTS_DIR)" -r requirements.txt
 	rm -rf "$(ARTIFACTS_DIR)/bin"
-	cp *.py "$(ARTIFACTS_DIR)/"
+	find . -name __pycache__ -prune -exec rm -rf {} +
+	cp -R . "$(ARTIFACTS_DIR)/"
 	$(LAMBDA_COMPILE) "$(ARTIFACTS_DIR)"

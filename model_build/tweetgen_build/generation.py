@@ -1,8 +1,9 @@
 """In-graph generation shared by both models: one SavedModel call per request, not one per token.
 
-Each model supplies ``prefill`` (run the left-padded prompt, return the last logits and a cache)
-and ``step`` (feed one token per row, return the next logits and the updated cache); the loop,
-sampling and stopping live here once, so both artifacts expose the same serving signature.
+Each model supplies ``generation_prefill`` (run the left-padded prompt, return the last logits
+and a cache) and ``step`` (feed one token per row and that cache, return the next logits and the
+updated cache); the loop, sampling and stopping live here once, so both artifacts expose the
+same serving signature.
 """
 
 from __future__ import annotations
@@ -145,7 +146,11 @@ def head_logits(x: tf.Tensor, head: Head) -> tf.Tensor:
 
 
 def candidate_count(top_k: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:
-    """How many candidates sampling draws from: ``top_k``, or the whole vocabulary if <= 0."""
+    """How many candidates sampling draws from: ``top_k``, or all ``vocab`` if <= 0.
+
+    ``vocab`` is the logits' width, which a widened head (``sampling_head``) makes a multiple of
+    the sampler's blocks: its extra candidates have weight 0 and are never drawn.
+    """
     return tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
 
 

@@ -96,6 +96,14 @@ def settings_of(model: Any) -> GPT2Settings:
 # the request needs: every unused slot would be attended to, masked, at every token.
 CACHE_BUCKET = 64
 
+# The largest tied table (vocabulary x width, in elements) whose widened copy, and transposed
+# one, are made once per request for the decoding loop (see GPT2Serving._sampling_head). The
+# tiny preset's (8,003 x 64) costs a fraction of a millisecond and saves a pad of the logits at
+# every token; GPT-2 small's (50,257 x 768) took 8.9 ms to pad and 27 ms to pad and transpose
+# per request on a 2-core machine, more than the pads it saves. Above it the loop multiplies by
+# the table itself and the sampler pads the logits.
+WIDEN_MAX_ELEMENTS = 1 << 22
+
 
 def _layer_norm(x: tf.Tensor, layer: Any) -> tf.Tensor:
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
@@ -142,9 +150,9 @@ class GPT2Serving(GeneratorServing):
       ``CACHE_BUCKET`` with it) and masks the slots not yet written. Its shapes stay the same
       from token to token, and it runs far fewer operations per token than transformers' layers
       (attention for one query row as element-wise products and sums: oneDNN's BatchMatMul and
-      Softmax cost more than the arithmetic at that size). Its vocabulary head is the tied
-      table widened once per request (``sampling_head``), so its logits come out as wide as
-      the sampler's blocks.
+      Softmax cost more than the arithmetic at that size). Up to ``WIDEN_MAX_ELEMENTS``, its
+      vocabulary head is the tied table widened once per request (``sampling_head``), so its
+      logits come out as wide as the sampler's blocks.
     - ``static_cache=False``: transformers' layers with their growing cache (``past_key_values``,
       one concatenation per token and layer).
 
@@ -180,6 +188,10 @@ class GPT2Serving(GeneratorServing):
         self.static_cache = static_cache
         self.cache_bucket = cache_bucket
         self.jit_compile = jit_compile
+        # With XLA the compiled step widens its own logits (see _decode_step).
+        self.widen_head = (
+            not jit_compile and model.config.vocab_size * model.config.n_embd <= WIDEN_MAX_ELEMENTS
+        )
         self._decode: Callable[..., tuple[Any, ...]] = (
             tf.function(self._decode_step, jit_compile=True) if jit_compile else self._decode_step
         )
@@ -226,8 +238,7 @@ class GPT2Serving(GeneratorServing):
     def step(self, token: tf.Tensor, cache: Any) -> tuple[tf.Tensor, Any]:
         if self.static_cache:
             *state, head = cache
-            # A compiled step widens its logits itself (a padded table would be copied).
-            logits, *rest = self._decode(token, *state, None if self.jit_compile else head)
+            logits, *rest = self._decode(token, *state, head)
             return logits, (*rest, head)
         past, mask, last_position = cache
         mask = tf.concat([mask, tf.ones_like(token)[:, None]], axis=1)
@@ -245,7 +256,7 @@ class GPT2Serving(GeneratorServing):
                 tf.TensorShape([None, None]),
                 tf.TensorShape([None]),
                 tf.TensorShape([]),
-                (tf.TensorShape([None, None]), head[1].shape),
+                (tf.TensorShape([None, None]), head[1].shape) if head else (),
             )
         past, _, _ = cache
         layer = tf.TensorShape([2, None, self.n_head, None, self.head_dim])
@@ -262,26 +273,28 @@ class GPT2Serving(GeneratorServing):
         needed = tf.shape(input_ids)[1] + tf.maximum(budget, 0)
         return (needed + self.cache_bucket - 1) // self.cache_bucket * self.cache_bucket
 
-    def _sampling_head(self, batch: tf.Tensor) -> Head:
-        """The tied table widened once per request (``sampling_head``), laid out for the batch.
+    def _sampling_head(self, batch: tf.Tensor) -> Head | tuple[()]:
+        """The tied table widened once per request (``sampling_head``), laid out for the batch;
+        ``()`` where the table is not widened (``widen_head``: with XLA, or above
+        ``WIDEN_MAX_ELEMENTS``).
 
         One row of hidden states reads the table [vocab, d] row by row (MatMul with
         ``transpose_b``). Above one row it is transposed to [d, vocab] once, for a plain MatMul
         at every token. Per tiny-GPT-2 request of 32 tokens on a 2-core AMD EPYC: at batch 8,
         17.1 ms against 18.2 ms with the einsum on [vocab, d]; at batch 1, 8.5 ms against
-        9.3 ms with the transposed table. With XLA the layout stays [vocab, d] (a compiled step
-        has no branch of another shape).
+        9.3 ms with the transposed table.
         """
+        if not self.widen_head:
+            return ()
         rows, bias = sampling_head(self._table(), vocab_axis=0)
-        if self.jit_compile:
-            return rows, bias
         return tf.cond(batch > 1, lambda: tf.transpose(rows), lambda: rows), bias
 
-    def _head_logits(self, hidden: tf.Tensor, head: Head) -> tf.Tensor:
-        """Logits [batch, block_width(vocab)] of hidden states [batch, d] (see _sampling_head)."""
+    def _head_logits(self, hidden: tf.Tensor, head: Head | tuple[()]) -> tf.Tensor:
+        """Logits of hidden states [batch, d]: widened to whole sampler blocks where ``head``
+        is (see _sampling_head), else the table's own (the sampler pads them)."""
+        if not head:
+            return _vocab_head(hidden, self._table())
         weights, bias = head
-        if self.jit_compile:
-            return tf.nn.bias_add(_vocab_head(hidden, weights), bias)
         # The bias outside the branches: fused into MatMul, oneDNN runs one row slower.
         product = tf.cond(
             tf.shape(hidden)[0] > 1,
@@ -318,7 +331,7 @@ class GPT2Serving(GeneratorServing):
         prompt_bias: tf.Tensor,
         last_position: tf.Tensor,
         slot: tf.Tensor,
-        head: Head | None,
+        head: Head | tuple[()],
     ) -> tuple[Any, ...]:
         """One token through every block, its key and value written into cache slot ``slot``.
 
@@ -360,7 +373,7 @@ class GPT2Serving(GeneratorServing):
             new_keys.append(k_cache)
             new_values.append(v_cache)
         hidden = _layer_norm(x, main.ln_f)
-        if head is None:  # compiled by XLA, which fuses the widening into the product
+        if self.jit_compile:  # XLA fuses the widening into the product
             logits = widen_logits(_vocab_head(hidden, table))
         else:
             logits = self._head_logits(hidden, head)

@@ -374,6 +374,22 @@ def test_generation_samples_only_ids_of_the_vocabulary(random_gpt2: Any, model: 
             assert int(tf.reduce_max(out["generated_ids"])) < vocab
 
 
+def test_gpt2_tables_above_the_limit_decode_unwidened_to_the_same_tokens(
+    random_gpt2: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tweetgen_build import gpt2
+
+    widened = gpt2.GPT2Serving(random_gpt2, eos_id=0)
+    monkeypatch.setattr(gpt2, "WIDEN_MAX_ELEMENTS", 0)
+    plain = gpt2.GPT2Serving(random_gpt2, eos_id=0)
+    assert widened.widen_head and not plain.widen_head
+    for rows in ([[0, 5, 17, 250, 3]], [[0, 5, 17, 250, 3], [0, 9]]):  # batch 1 and 2
+        for temperature, seed in ((0.0, 0), (1.0, 21)):
+            assert _module_generate(plain, rows, new=12, temperature=temperature, seed=seed) == (
+                _module_generate(widened, rows, new=12, temperature=temperature, seed=seed)
+            )
+
+
 def test_gpt2_cache_bucket_is_one_slot_without_xla(random_gpt2: Any) -> None:
     from tweetgen_build.gpt2 import CACHE_BUCKET, GPT2Serving
 
