@@ -73,8 +73,12 @@ actionlint: $(ACTIONLINT_BIN)
 
 # The suite runs on every core (pytest-xdist); a file's tests stay on one worker, so a module's
 # local stack is started once. PYTEST_WORKERS=0 runs it in this process.
+# What the suite needs is installed two at a time (the two virtual environments' installs
+# overlap), then lint and the type check run side by side before it.
 PYTEST_WORKERS ?= auto
-test: lint typecheck $(SAM_STAMP) $(ACTIONLINT_BIN) browser
+test:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) $(SAM_STAMP) $(ACTIONLINT_BIN) browser
+	@$(MAKE) --no-print-directory -j2 lint typecheck
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: $(STAMP) $(SAM_STAMP)

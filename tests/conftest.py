@@ -116,3 +116,13 @@ def unpacked(
 
     root = tmp_path_factory.mktemp("unpacked")
     return {m: unpack_artifact(tiny_run[m], root / m) for m in ("lstm", "gpt2")}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files marked ``long`` go first, in their own order, then the rest in theirs.
+
+    The suite's workers take whole files (``--dist loadfile``) in this order; a minute-long file
+    taken last would keep one worker busy while the other has nothing left to do.
+    """
+    long_files = {item.path for item in items if item.get_closest_marker("long")}
+    items.sort(key=lambda item: item.path not in long_files)

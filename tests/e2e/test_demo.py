@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.long
 
 
 def _demo(sentiment140: Path, out: Path, users: int = 200) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.e2e import stacks
 
+pytestmark = pytest.mark.long
+
 TEMPLATE = REPO_ROOT / "template.yaml"
 # Far apart, so that a few hundred users settle the experiment.
 RATES = "lstm=0.02,gpt2=0.9"

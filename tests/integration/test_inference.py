@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from tweetgen_local.hosting import Context, ServedModel
 
+pytestmark = pytest.mark.long
+
 
 @pytest.fixture(scope="module", params=["lstm", "gpt2"])
 def served(request: pytest.FixtureRequest, unpacked: dict[str, Path]) -> ServedModel:

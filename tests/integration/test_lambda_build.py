@@ -94,6 +94,8 @@ def counting(self, data, path, *args, **kwargs):
 importlib.machinery.SourceFileLoader.source_to_code = counting
 importlib.import_module("app")
 import boto3  # the handlers make their clients on first use
+
+pytestmark = pytest.mark.long
 files = {name: getattr(module, "__file__", None) for name, module in list(sys.modules.items())}
 print(json.dumps({"compiled": compiled, "files": files}))
 """

@@ -11,7 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.long
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "tweetgen.ipynb"
 SMALL = {"TWEETS": 1500, "EPOCHS": 1, "SAMPLES": 8, "ROUNDS": 4, "USERS_PER_ROUND": 40}

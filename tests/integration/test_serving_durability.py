@@ -28,7 +28,7 @@ from tweetgen_local.stack import LocalStack, StackOptions
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import URLFactory
 
-pytestmark = pytest.mark.mysql
+pytestmark = [pytest.mark.mysql, pytest.mark.long]
 
 POSTS = 1000
 REDELIVERED = 50
