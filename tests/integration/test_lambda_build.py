@@ -21,6 +21,8 @@ from tweetgen_local.template import Template
 
 from tests.conftest import REPO_ROOT, sam_cli
 
+pytestmark = pytest.mark.long
+
 TEMPLATE = REPO_ROOT / "template.yaml"
 # Imported from the Lambda runtime, not from the deployment packages: botocore's optional CA
 # bundle, which it replaces with its own where certifi is missing. boto3 ships with each
@@ -94,8 +96,6 @@ def counting(self, data, path, *args, **kwargs):
 importlib.machinery.SourceFileLoader.source_to_code = counting
 importlib.import_module("app")
 import boto3  # the handlers make their clients on first use
-
-pytestmark = pytest.mark.long
 files = {name: getattr(module, "__file__", None) for name, module in list(sys.modules.items())}
 print(json.dumps({"compiled": compiled, "files": files}))
 """
