@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 
@@ -105,14 +105,33 @@ CACHE_BUCKET = 64
 WIDEN_MAX_ELEMENTS = 1 << 22
 
 
-def _layer_norm(x: tf.Tensor, layer: Any) -> tf.Tensor:
+Linear = tuple[tf.Tensor, tf.Tensor]
+
+
+def _layer_norm(x: tf.Tensor, norm: Linear, epsilon: float) -> tf.Tensor:
+    gamma, beta = norm
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-    return (x - mean) * tf.math.rsqrt(variance + layer.epsilon) * layer.gamma + layer.beta
+    return (x - mean) * tf.math.rsqrt(variance + epsilon) * gamma + beta
 
 
-def _linear(x: tf.Tensor, layer: Any) -> tf.Tensor:
-    """transformers' Conv1D on one position; BiasAdd (not Add) lets Grappler fuse it into MatMul."""
-    return tf.nn.bias_add(tf.matmul(x, layer.weight), tf.reshape(layer.bias, [-1]))
+def _value(variable: Any) -> tf.Tensor:
+    return tf.convert_to_tensor(variable)
+
+
+def _conv1d(layer: Any) -> Linear:
+    """transformers' Conv1D as the values of its (kernel, bias)."""
+    return _value(layer.weight), tf.reshape(_value(layer.bias), [-1])
+
+
+def _norm(layer: Any) -> Linear:
+    """A layer norm's (gamma, beta) values."""
+    return _value(layer.gamma), _value(layer.beta)
+
+
+def _apply(x: tf.Tensor, linear: Linear) -> tf.Tensor:
+    """MatMul and BiasAdd (not Add), which Grappler fuses into one operation."""
+    kernel, bias = linear
+    return tf.nn.bias_add(tf.matmul(x, kernel), bias)
 
 
 def _vocab_head(x: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
@@ -136,6 +155,31 @@ def _softmax(x: tf.Tensor) -> tf.Tensor:
     # Plain element-wise ops: for one query row, oneDNN's Softmax costs more than the arithmetic.
     e = tf.exp(x - tf.reduce_max(x, axis=-1, keepdims=True))
     return e / tf.reduce_sum(e, axis=-1, keepdims=True)
+
+
+class _Block(NamedTuple):
+    """One block's weights for the decoding step."""
+
+    norm_1: Linear
+    attention: Linear
+    projection: Linear
+    norm_2: Linear
+    feed_forward: Linear
+    output: Linear
+
+
+class _Decoding(NamedTuple):
+    """What every decoding step of a request reads and none changes, prepared once per request:
+    no variable is read, and no mask or index rebuilt, inside the loop."""
+
+    blocks: tuple[_Block, ...]
+    final_norm: Linear
+    head: Head | tuple[()]  # the widened head, or () (see _sampling_head)
+    prompt_bias: tf.Tensor  # [batch, 1, slots]: the prompt's padding, never visible
+    future: tf.Tensor  # [slots, 1, 1, slots]: row s hides the slots after slot s
+    rows: tf.Tensor  # [batch, n_head, 3]: (row, head, 0), the scatter index of every cache row
+    positions: tf.Tensor  # the position embeddings' value
+    table: tf.Tensor  # the token embeddings' value
 
 
 class GPT2Serving(GeneratorServing):
@@ -237,9 +281,9 @@ class GPT2Serving(GeneratorServing):
 
     def step(self, token: tf.Tensor, cache: Any) -> tuple[tf.Tensor, Any]:
         if self.static_cache:
-            *state, head = cache
-            logits, *rest = self._decode(token, *state, head)
-            return logits, (*rest, head)
+            *state, decoding = cache
+            logits, *rest = self._decode(token, *state, decoding)
+            return logits, (*rest, decoding)
         past, mask, last_position = cache
         mask = tf.concat([mask, tf.ones_like(token)[:, None]], axis=1)
         position = last_position + 1
@@ -248,15 +292,14 @@ class GPT2Serving(GeneratorServing):
 
     def cache_invariants(self, cache: Any) -> Any:
         if self.static_cache:
-            keys, values, _, _, _, head = cache
+            keys, values, _, _, decoding = cache
             layer = tf.TensorShape([None, self.n_head, None, self.head_dim])
             return (
                 tuple(layer for _ in keys),
                 tuple(layer for _ in values),
-                tf.TensorShape([None, None]),
                 tf.TensorShape([None]),
                 tf.TensorShape([]),
-                (tf.TensorShape([None, None]), head[1].shape) if head else (),
+                tf.nest.map_structure(lambda tensor: tensor.shape, decoding),
             )
         past, _, _ = cache
         layer = tf.TensorShape([2, None, self.n_head, None, self.head_dim])
@@ -303,6 +346,39 @@ class GPT2Serving(GeneratorServing):
         )
         return tf.nn.bias_add(product, bias)
 
+    def _decoding(self, attention_mask: tf.Tensor, slots: tf.Tensor) -> _Decoding:
+        """The request's constants for every decoding step (see ``_Decoding``)."""
+        main = self.model.transformer
+        blocks = tuple(
+            _Block(
+                _norm(block.ln_1),
+                _conv1d(block.attn.c_attn),
+                _conv1d(block.attn.c_proj),
+                _norm(block.ln_2),
+                _conv1d(block.mlp.c_fc),
+                _conv1d(block.mlp.c_proj),
+            )
+            for block in main.h
+        )
+        batch = tf.shape(attention_mask)[0]
+        # Additive attention bias over the cache slots: the prompt's padding is never visible;
+        # the free slots become visible one per step.
+        padding = tf.cast(1 - attention_mask, tf.float32) * -1e9
+        prompt_bias = tf.pad(padding, [[0, 0], [0, slots - tf.shape(attention_mask)[1]]])
+        slot = tf.range(slots)
+        future = tf.where(slot[None, :] > slot[:, None], -1e9, 0.0)
+        rows = tf.reshape(tf.range(batch * self.n_head), [batch, self.n_head])
+        return _Decoding(
+            blocks=blocks,
+            final_norm=_norm(main.ln_f),
+            head=self._sampling_head(batch),
+            prompt_bias=prompt_bias[:, None, :],
+            future=future[:, None, None, :],
+            rows=tf.stack([rows // self.n_head, rows % self.n_head, tf.zeros_like(rows)], -1),
+            positions=_value(main.wpe.embeddings),
+            table=self._table(),
+        )
+
     def generation_prefill(
         self, input_ids: tf.Tensor, attention_mask: tf.Tensor, budget: tf.Tensor
     ) -> tuple[tf.Tensor, Any]:
@@ -310,74 +386,66 @@ class GPT2Serving(GeneratorServing):
             return self.prefill(input_ids, attention_mask)
         positions = left_pad_positions(attention_mask)
         hidden, past = self._forward(input_ids, attention_mask, positions, None)
-        head = self._sampling_head(tf.shape(input_ids)[0])
         prompt_length = tf.shape(input_ids)[1]
-        free = self.cache_length(input_ids, budget) - prompt_length
-        pad = [[0, 0], [0, 0], [0, free], [0, 0]]
+        slots = self.cache_length(input_ids, budget)
+        pad = [[0, 0], [0, 0], [0, slots - prompt_length], [0, 0]]
         keys = tuple(tf.pad(layer[0], pad) for layer in past)
         values = tuple(tf.pad(layer[1], pad) for layer in past)
-        # Additive attention bias over the cache slots: the prompt's padding is never visible;
-        # the free slots become visible one per step (see _decode_step).
-        padding = tf.cast(1 - attention_mask, tf.float32) * -1e9
-        prompt_bias = tf.pad(padding, [[0, 0], [0, free]])
-        cache = (keys, values, prompt_bias, positions[:, -1], prompt_length, head)
-        return self._head_logits(hidden[:, -1, :], head), cache
+        decoding = self._decoding(attention_mask, slots)
+        logits = self._head_logits(hidden[:, -1, :], decoding.head)
+        return logits, (keys, values, positions[:, -1], prompt_length, decoding)
 
     def _decode_step(
         self,
         token: tf.Tensor,
         keys: tuple[tf.Tensor, ...],
         values: tuple[tf.Tensor, ...],
-        prompt_bias: tf.Tensor,
         last_position: tf.Tensor,
         slot: tf.Tensor,
-        head: Head | tuple[()],
+        decoding: _Decoding,
     ) -> tuple[Any, ...]:
         """One token through every block, its key and value written into cache slot ``slot``.
 
         The same computation as transformers' TFBlock (pre-norm attention and MLP, tanh GELU),
-        on the same weights, for a single position.
+        on the same weights, for a single position, read from the request's ``_Decoding``.
         """
         main = self.model.transformer
-        table = self._table()
         position = last_position + 1
-        x = tf.gather(table, token) + tf.gather(tf.convert_to_tensor(main.wpe.embeddings), position)
+        x = tf.gather(decoding.table, token) + tf.gather(decoding.positions, position)
         batch = tf.shape(token)[0]
-        slots = tf.shape(prompt_bias)[1]
         # Slots after this one are not written yet: hide them.
-        bias = prompt_bias + tf.where(tf.range(slots) > slot, -1e9, 0.0)[None, :]
-        bias = bias[:, None, :]
+        bias = decoding.prompt_bias + tf.gather(decoding.future, slot)
         # Where this token's key/value goes in every [batch, head] row of the cache.
-        rows = tf.reshape(tf.range(batch * self.n_head), [batch, self.n_head])
-        where = tf.stack(
-            [rows // self.n_head, rows % self.n_head, tf.fill([batch, self.n_head], slot)],
-            axis=-1,
-        )
+        where = decoding.rows + tf.stack([0, 0, slot])
         heads = [batch, self.n_head, self.head_dim]
-        scale = 1.0 / float(self.head_dim) ** 0.5
         new_keys: list[tf.Tensor] = []
         new_values: list[tf.Tensor] = []
-        for block, k_cache, v_cache in zip(main.h, keys, values, strict=True):
-            a = _layer_norm(x, block.ln_1)
-            qkv = _linear(a, block.attn.c_attn)
-            q, k, v = (tf.reshape(part, heads) for part in tf.split(qkv, 3, axis=-1))
+        scale = 1.0 / float(self.head_dim) ** 0.5
+        for layer, weights, k_cache, v_cache in zip(
+            main.h, decoding.blocks, keys, values, strict=True
+        ):
+            a = _layer_norm(x, weights.norm_1, layer.ln_1.epsilon)
+            q, k, v = (
+                tf.reshape(part, heads)
+                for part in tf.split(_apply(a, weights.attention), 3, axis=-1)
+            )
             k_cache = tf.tensor_scatter_nd_update(k_cache, where, k)
             v_cache = tf.tensor_scatter_nd_update(v_cache, where, v)
             scores = tf.reduce_sum(q[:, :, None, :] * k_cache, axis=-1) * scale + bias
             attended = tf.reduce_sum(_softmax(scores)[..., None] * v_cache, axis=2)
             merged = tf.reshape(attended, [batch, self.n_head * self.head_dim])
-            x = x + _linear(merged, block.attn.c_proj)
-            m = _layer_norm(x, block.ln_2)
-            m = tf.nn.gelu(_linear(m, block.mlp.c_fc), approximate=True)
-            x = x + _linear(m, block.mlp.c_proj)
+            x = x + _apply(merged, weights.projection)
+            m = _layer_norm(x, weights.norm_2, layer.ln_2.epsilon)
+            m = tf.nn.gelu(_apply(m, weights.feed_forward), approximate=True)
+            x = x + _apply(m, weights.output)
             new_keys.append(k_cache)
             new_values.append(v_cache)
-        hidden = _layer_norm(x, main.ln_f)
+        hidden = _layer_norm(x, decoding.final_norm, main.ln_f.epsilon)
         if self.jit_compile:  # XLA fuses the widening into the product
-            logits = widen_logits(_vocab_head(hidden, table))
+            logits = widen_logits(_vocab_head(hidden, decoding.table))
         else:
-            logits = self._head_logits(hidden, head)
-        return logits, tuple(new_keys), tuple(new_values), prompt_bias, position, slot + 1
+            logits = self._head_logits(hidden, decoding.head)
+        return logits, tuple(new_keys), tuple(new_values), position, slot + 1
 
     # --- scoring ------------------------------------------------------------------------------
 
