@@ -105,10 +105,11 @@ CACHE_BUCKET = 64
 WIDEN_MAX_ELEMENTS = 1 << 22
 
 
-Linear = tuple[tf.Tensor, tf.Tensor]
+# A pair of weight values: a linear layer's (kernel, bias) or a layer norm's (gamma, beta).
+Pair = tuple[tf.Tensor, tf.Tensor]
 
 
-def _layer_norm(x: tf.Tensor, norm: Linear, epsilon: float) -> tf.Tensor:
+def _layer_norm(x: tf.Tensor, norm: Pair, epsilon: float) -> tf.Tensor:
     gamma, beta = norm
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
     return (x - mean) * tf.math.rsqrt(variance + epsilon) * gamma + beta
@@ -118,17 +119,17 @@ def _value(variable: Any) -> tf.Tensor:
     return tf.convert_to_tensor(variable)
 
 
-def _conv1d(layer: Any) -> Linear:
+def _conv1d(layer: Any) -> Pair:
     """transformers' Conv1D as the values of its (kernel, bias)."""
     return _value(layer.weight), tf.reshape(_value(layer.bias), [-1])
 
 
-def _norm(layer: Any) -> Linear:
+def _norm(layer: Any) -> Pair:
     """A layer norm's (gamma, beta) values."""
     return _value(layer.gamma), _value(layer.beta)
 
 
-def _apply(x: tf.Tensor, linear: Linear) -> tf.Tensor:
+def _apply(x: tf.Tensor, linear: Pair) -> tf.Tensor:
     """MatMul and BiasAdd (not Add), which Grappler fuses into one operation."""
     kernel, bias = linear
     return tf.nn.bias_add(tf.matmul(x, kernel), bias)
@@ -160,12 +161,12 @@ def _softmax(x: tf.Tensor) -> tf.Tensor:
 class _Block(NamedTuple):
     """One block's weights for the decoding step."""
 
-    norm_1: Linear
-    attention: Linear
-    projection: Linear
-    norm_2: Linear
-    feed_forward: Linear
-    output: Linear
+    norm_1: Pair
+    attention: Pair
+    projection: Pair
+    norm_2: Pair
+    feed_forward: Pair
+    output: Pair
 
 
 class _Decoding(NamedTuple):
@@ -173,7 +174,7 @@ class _Decoding(NamedTuple):
     no variable is read, and no mask or index rebuilt, inside the loop."""
 
     blocks: tuple[_Block, ...]
-    final_norm: Linear
+    final_norm: Pair
     head: Head | tuple[()]  # the widened head, or () (see _sampling_head)
     prompt_bias: tf.Tensor  # [batch, 1, slots]: the prompt's padding, never visible
     future: tf.Tensor  # [slots, 1, 1, slots]: row s hides the slots after slot s
@@ -332,11 +333,12 @@ class GPT2Serving(GeneratorServing):
         rows, bias = sampling_head(self._table(), vocab_axis=0)
         return tf.cond(batch > 1, lambda: tf.transpose(rows), lambda: rows), bias
 
-    def _head_logits(self, hidden: tf.Tensor, head: Head | tuple[()]) -> tf.Tensor:
-        """Logits of hidden states [batch, d]: widened to whole sampler blocks where ``head``
-        is (see _sampling_head), else the table's own (the sampler pads them)."""
+    def _head_logits(self, hidden: tf.Tensor, decoding: _Decoding) -> tf.Tensor:
+        """Logits of hidden states [batch, d]: widened to whole sampler blocks where the
+        request's head is (see _sampling_head), else the table's own (the sampler pads them)."""
+        head = decoding.head
         if not head:
-            return _vocab_head(hidden, self._table())
+            return _vocab_head(hidden, decoding.table)
         weights, bias = head
         # The bias outside the branches: fused into MatMul, oneDNN runs one row slower.
         product = tf.cond(
@@ -392,7 +394,7 @@ class GPT2Serving(GeneratorServing):
         keys = tuple(tf.pad(layer[0], pad) for layer in past)
         values = tuple(tf.pad(layer[1], pad) for layer in past)
         decoding = self._decoding(attention_mask, slots)
-        logits = self._head_logits(hidden[:, -1, :], decoding.head)
+        logits = self._head_logits(hidden[:, -1, :], decoding)
         return logits, (keys, values, positions[:, -1], prompt_length, decoding)
 
     def _decode_step(
@@ -444,7 +446,7 @@ class GPT2Serving(GeneratorServing):
         if self.jit_compile:  # XLA fuses the widening into the product
             logits = widen_logits(_vocab_head(hidden, decoding.table))
         else:
-            logits = self._head_logits(hidden, decoding.head)
+            logits = self._head_logits(hidden, decoding)
         return logits, tuple(new_keys), tuple(new_values), position, slot + 1
 
     # --- scoring ------------------------------------------------------------------------------
