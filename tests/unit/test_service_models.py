@@ -16,7 +16,10 @@ from tweetgen.adapters import aws as clients
 from tweetgen.adapters.sagemaker import SageMakerEndpoints
 
 from tests.conftest import REPO_ROOT
-from tests.unit.test_rollout_service import aws  # noqa: F401 (the fixture)
+from tests.unit.test_rollout_service import (
+    SageMakerWait,
+    aws,  # noqa: F401 (the fixture)
+)
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import trim_service_models
@@ -133,6 +136,8 @@ def test_the_adapters_sagemaker_client_answers_as_the_full_model_does() -> None:
         ],
     )
     sagemaker.create_endpoint(EndpointName="tweetgen", EndpointConfigName="c1")
+    # Deployed in the background: compare the two clients' answers once nothing moves.
+    SageMakerWait.in_service()
     carried = clients.client("sagemaker", region_name=REGION)
     assert sorted(carried.meta.service_model.operation_names) == sorted(
         clients.TRIMMED_OPERATIONS["sagemaker"]
