@@ -9,11 +9,12 @@ same serving signature.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import tensorflow as tf
 
 _MASK32 = 0xFFFFFFFF
+T = TypeVar("T")
 
 # Serving signature shared by both models (code/inference.py relies on these names).
 GENERATE_SIGNATURE = (
@@ -193,6 +194,19 @@ def select_next(
     return _pick(logits, _inverse_temperature(temperature), k, uniform)
 
 
+class Unsaved(Generic[T]):
+    """Holds a value as a plain attribute: a tf.Module neither tracks nor saves what is inside.
+
+    Both serving modules hold their Keras model this way and track its variables themselves:
+    a SavedModel of a module that tracks a Keras model also saves the model's Keras metadata and
+    a traced function per layer call, which the serving signatures never use (for GPT-2 that
+    was most of the time ``tf.saved_model.save`` took).
+    """
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+
 Cache = Any
 Prefill = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, Cache]]
 Step = Callable[[tf.Tensor, Cache], tuple[tf.Tensor, Cache]]
@@ -317,7 +331,7 @@ class GeneratorServing(tf.Module):
         """
         return self.prefill(input_ids, attention_mask)
 
-    @tf.function(input_signature=GENERATE_SIGNATURE)
+    @tf.function(input_signature=GENERATE_SIGNATURE, autograph=False)
     def generate(
         self,
         input_ids: tf.Tensor,
@@ -345,12 +359,12 @@ class GeneratorServing(tf.Module):
             self.eos_id,
         )
 
-    @tf.function(input_signature=TOKENS_SIGNATURE)
+    @tf.function(input_signature=TOKENS_SIGNATURE, autograph=False)
     def score(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = self.full_logits(input_ids, attention_mask)
         return {"token_log_probs": token_log_probs(logits, input_ids, attention_mask)}
 
-    @tf.function(input_signature=TOKENS_SIGNATURE)
+    @tf.function(input_signature=TOKENS_SIGNATURE, autograph=False)
     def next_token_logits(
         self, input_ids: tf.Tensor, attention_mask: tf.Tensor
     ) -> dict[str, tf.Tensor]:

@@ -16,6 +16,7 @@ import tensorflow as tf
 from tweetgen_build.generation import (
     GeneratorServing,
     Head,
+    Unsaved,
     left_pad_positions,
     sampling_head,
     widen_logits,
@@ -225,7 +226,9 @@ class GPT2Serving(GeneratorServing):
             raise ValueError(f"cache_bucket must be >= 1, not {cache_bucket}")
         if jit_compile and not static_cache:
             raise ValueError("jit_compile needs the static cache (a growing cache recompiles)")
-        self.model = model
+        # The variables, not the Keras model (see ``Unsaved``): they are what the signatures read.
+        self._keras = Unsaved(model)
+        self.weights = list(model.weights)
         self.eos_id = eos_id
         self.n_head = model.config.n_head
         self.head_dim = model.config.n_embd // model.config.n_head
@@ -240,6 +243,11 @@ class GPT2Serving(GeneratorServing):
         self._decode: Callable[..., tuple[Any, ...]] = (
             tf.function(self._decode_step, jit_compile=True) if jit_compile else self._decode_step
         )
+
+    @property
+    def model(self) -> Any:
+        """transformers' ``TFGPT2LMHeadModel`` whose weights this module serves."""
+        return self._keras.value
 
     def _table(self) -> tf.Tensor:
         """The tied embedding matrix's value.

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tweetgen_build.generation import GeneratorServing, head_logits, sampling_head
+from tweetgen_build.generation import GeneratorServing, Unsaved, head_logits, sampling_head
 from tweetgen_build.tokenizer import EOS_ID
 
 
@@ -71,13 +71,6 @@ def build_lstm(config: LSTMConfig) -> LSTMLanguageModel:
     return model
 
 
-class _Unsaved:
-    """Holds a model as a plain attribute: a tf.Module neither tracks nor saves what is inside."""
-
-    def __init__(self, value: LSTMLanguageModel) -> None:
-        self.value = value
-
-
 class LSTMServing(GeneratorServing):
     """The LSTM's serving module: the prompt's final states are the cache.
 
@@ -94,7 +87,7 @@ class LSTMServing(GeneratorServing):
 
     def __init__(self, model: LSTMLanguageModel, eos_id: int = EOS_ID) -> None:
         super().__init__(name="lstm_serving")
-        self._keras = _Unsaved(model)
+        self._keras = Unsaved(model)
         self.weights = [weight.value for weight in model.weights]
         self.eos_id = eos_id
 

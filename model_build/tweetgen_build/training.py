@@ -123,6 +123,11 @@ def train_gpt2(
     """transformers computes the language-model loss inside the model (no Keras loss)."""
     import tf_keras
 
+    # Keras traces the training step with AutoGraph, which would rewrite every function of
+    # transformers' model it reaches (about ten seconds before the first batch, on 2 cores).
+    # That code runs as plain graph code (the serving signatures trace it so too), so it is
+    # called unconverted; the training itself is the same, loss for loss.
+    model.call = tf.autograph.experimental.do_not_convert(model.call)
     return _fit(model, tf_keras, train, validation, settings, for_gpt2=True)
 
 
