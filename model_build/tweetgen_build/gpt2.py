@@ -7,12 +7,12 @@ exported SavedModel needs neither transformers nor tf-keras to load.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import tensorflow as tf
 
+from tweetgen_build.configs import GPT2Settings
 from tweetgen_build.generation import (
     GeneratorServing,
     Head,
@@ -22,19 +22,6 @@ from tweetgen_build.generation import (
     widen_logits,
 )
 from tweetgen_build.tokenizer import EOS_ID
-
-
-@dataclass(frozen=True)
-class GPT2Settings:
-    vocab_size: int
-    n_positions: int = 128
-    n_embd: int = 256
-    n_layer: int = 4
-    n_head: int = 4
-    dropout: float = 0.1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def build_gpt2(settings: GPT2Settings) -> Any:

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from tweetgen_build.configs import LSTMConfig
 from tweetgen_build.generation import GeneratorServing, Unsaved, head_logits, sampling_head
 from tweetgen_build.tokenizer import EOS_ID
-
-
-@dataclass(frozen=True)
-class LSTMConfig:
-    vocab_size: int
-    embedding_dim: int = 256
-    units: int = 512
-    num_layers: int = 2
-    dropout: float = 0.1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class LSTMLanguageModel(keras.Model):

@@ -21,16 +21,9 @@ from tweetgen.domain.artifact import (
     TokenizerMetadata,
 )
 
+from tweetgen_build.configs import GPT2Settings, LSTMConfig
 from tweetgen_build.data import CleaningOptions, Splits, load_corpus, split_corpus
 from tweetgen_build.errors import InputError
-from tweetgen_build.packaging import (
-    MODEL_NAME,
-    MODEL_VERSION,
-    TOKENIZER_PATH,
-    check_served_generation,
-    pack_artifact,
-    stage_artifact,
-)
 from tweetgen_build.tokenizer import (
     encode_tweets,
     eos_id_of,
@@ -185,40 +178,46 @@ def _model_config(cls: type[C], label: str, vocab_size: int, values: dict[str, A
     return cls(vocab_size=vocab_size, **values)  # type: ignore[call-arg]
 
 
-def build_model(
-    options: TrainOptions, vocab_size: int, eos_id: int
-) -> tuple[Any, Any, dict[str, Any], int]:
-    """The Keras model, its serving module, its config and its context length."""
+def model_settings(options: TrainOptions, vocab_size: int) -> LSTMConfig | GPT2Settings | None:
+    """The model's size settings from its preset and overrides (None: from ``--init-from``).
+
+    Needs no TensorFlow, so a wrong preset or setting name is reported before it is imported.
+    """
     preset = PRESETS.get(options.preset)
     if preset is None:
         raise InputError(f"unknown preset {options.preset!r}: choose from {sorted(PRESETS)}")
     values = {**preset[options.model], **options.overrides}
     if options.model == "lstm":
-        from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
-
-        lstm_config = _model_config(LSTMConfig, "LSTM", vocab_size, values)
-        lstm = build_lstm(lstm_config)
-        return lstm, LSTMServing(lstm, eos_id), lstm_config.to_dict(), LSTM_CONTEXT
-    from tweetgen_build.gpt2 import (
-        GPT2Serving,
-        GPT2Settings,
-        build_gpt2,
-        load_pretrained_gpt2,
-        settings_of,
-    )
-
+        return _model_config(LSTMConfig, "LSTM", vocab_size, values)
     if options.init_from:
+        return None
+    return _model_config(GPT2Settings, "GPT-2", vocab_size, values)
+
+
+def build_model(
+    options: TrainOptions, vocab_size: int, eos_id: int
+) -> tuple[Any, Any, dict[str, Any], int]:
+    """The Keras model, its serving module, its config and its context length."""
+    settings = model_settings(options, vocab_size)
+    if isinstance(settings, LSTMConfig):
+        from tweetgen_build.lstm import LSTMServing, build_lstm
+
+        lstm = build_lstm(settings)
+        return lstm, LSTMServing(lstm, eos_id), settings.to_dict(), LSTM_CONTEXT
+    from tweetgen_build.gpt2 import GPT2Serving, build_gpt2, load_pretrained_gpt2, settings_of
+
+    if settings is None:
+        assert options.init_from is not None
         gpt2 = load_pretrained_gpt2(options.init_from)
         if gpt2.config.vocab_size < vocab_size:
             raise InputError(
                 f"{options.init_from}: checkpoint vocabulary is smaller than the tokenizer's"
             )
-        gpt2_settings = settings_of(gpt2)
+        settings = settings_of(gpt2)
     else:
-        gpt2_settings = _model_config(GPT2Settings, "GPT-2", vocab_size, values)
-        gpt2 = build_gpt2(gpt2_settings)
+        gpt2 = build_gpt2(settings)
     serving = GPT2Serving(gpt2, eos_id, jit_compile=options.xla_decode)
-    return gpt2, serving, gpt2_settings.to_dict(), gpt2_settings.n_positions
+    return gpt2, serving, settings.to_dict(), settings.n_positions
 
 
 def default_version(kind: str, data_sha: str) -> str:
@@ -226,10 +225,27 @@ def default_version(kind: str, data_sha: str) -> str:
 
 
 def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
-    """Train one model and write ``model.tar.gz`` (or the unpacked tree) plus metrics.json."""
+    """Train one model and write ``model.tar.gz`` (or the unpacked tree) plus metrics.json.
+
+    The data and the tokenizer come first, before TensorFlow is imported (seconds): bad input
+    is reported at once.
+    """
+    started = time.perf_counter()
+    splits, files = prepare_data(options.data, options.cleaning, options.max_tweets, log)
+    tokenizer = obtain_tokenizer(options, splits, log)
+    model_settings(options, tokenizer.get_vocab_size())
+
     import tensorflow as tf
 
     from tweetgen_build.evaluate import offline_metrics
+    from tweetgen_build.packaging import (
+        MODEL_NAME,
+        MODEL_VERSION,
+        TOKENIZER_PATH,
+        check_served_generation,
+        pack_artifact,
+        stage_artifact,
+    )
     from tweetgen_build.training import (
         pack_windows,
         plot_curve,
@@ -238,9 +254,6 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
         train_lstm,
     )
 
-    started = time.perf_counter()
-    splits, files = prepare_data(options.data, options.cleaning, options.max_tweets, log)
-    tokenizer = obtain_tokenizer(options, splits, log)
     vocab_size = tokenizer.get_vocab_size()
     encoded = {
         name: encode_tweets(tokenizer, list(getattr(splits, name)))

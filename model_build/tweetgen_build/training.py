@@ -6,12 +6,14 @@ import random
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
 from tweetgen_build.tokenizer import EOS_ID
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class TrainSettings:
 def seed_everything(seed: int) -> None:
     """Same seed, same data order, same initial weights, same result (op determinism on)."""
     random.seed(seed)
+    import tensorflow as tf
+
     np.random.seed(seed)
     tf.random.set_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -60,6 +64,8 @@ def pack_windows(sequences: list[list[int]], length: int, eos_id: int = EOS_ID) 
 def window_dataset(
     windows: np.ndarray, batch_size: int, *, shuffle: bool, seed: int, for_gpt2: bool
 ) -> tf.data.Dataset:
+    import tensorflow as tf
+
     ds = tf.data.Dataset.from_tensor_slices(windows)
     if shuffle:
         ds = ds.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
@@ -121,6 +127,7 @@ def train_gpt2(
     model: Any, train: np.ndarray, validation: np.ndarray, settings: TrainSettings
 ) -> dict[str, list[float]]:
     """transformers computes the language-model loss inside the model (no Keras loss)."""
+    import tensorflow as tf
     import tf_keras
 
     # Keras traces the training step with AutoGraph, which would rewrite every function of

@@ -150,3 +150,39 @@ def test_evaluate_rejects_something_that_is_not_an_artifact(
     fake = tmp_path / "model.tar.gz"
     fake.write_bytes(b"not a tarball")
     _one_line_error(tweetgen("evaluate", str(fake), "--data", *map(str, tiny_data)), "model.tar.gz")
+
+
+TRAIN = ["train", "--data", "tweets.txt", "--out", "out", "--vocab-size", "300"]
+
+
+@pytest.mark.parametrize(
+    ("command", "problem"),
+    [
+        ([*TRAIN, "--model", "lstm", "--preset", "tiny", "--set", "wings=2"], "wings"),
+        ([*TRAIN, "--model", "gpt2", "--data", "missing.csv"], "missing.csv"),
+        (["evaluate", "model.tar.gz", "--data", "tweets.txt"], "not a tar archive"),
+    ],
+)
+def test_bad_input_is_reported_before_tensorflow_is_imported(
+    tmp_path: Path, command: list[str], problem: str
+) -> None:
+    (tmp_path / "tweets.txt").write_text(
+        "".join(f"tweet number {i} about the weather\n" for i in range(300)), encoding="utf-8"
+    )
+    (tmp_path / "model.tar.gz").write_bytes(b"not a tarball")
+    probe = (
+        "import sys\n"
+        "from tweetgen_local.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        "print(status, sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
+    )
+    assert done.stdout.strip() == "2 []", done.stdout + done.stderr
+    assert problem in done.stderr
