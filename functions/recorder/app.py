@@ -4,8 +4,8 @@ The whole batch is written in one transaction per kind (idempotent inserts: a re
 message finds its row and only bumps its delivery count). When that fails, each message is
 tried on its own through Powertools' batch utility, so one bad message is reported as a
 partial batch failure (and reaches the dead-letter queue after the queue's maxReceiveCount)
-while the others are stored. With the database unreachable every message fails and stays
-on the queue for the next try.
+while the others are stored. With the database unreachable the whole batch is reported failed
+at once, without trying each message, and stays on the queue for the next try.
 """
 
 from __future__ import annotations
@@ -81,6 +81,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             name="EventsRedelivered", unit=MetricUnit.Count, value=len(records) - new
         )
         return {"batchItemFailures": []}
+    if not database().reachable():
+        # Nothing in the batch can be written now. Tried one by one, every message would cost
+        # one more connection attempt and one more logged error, and fail all the same. The
+        # whole batch comes back after the queue's visibility timeout.
+        logger.warning("the database is unreachable; the batch waits for its next delivery")
+        metrics.add_metric(name="EventsFailed", unit=MetricUnit.Count, value=len(records))
+        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in records]}
     from aws_lambda_powertools.utilities.batch import process_partial_response
 
     response = process_partial_response(

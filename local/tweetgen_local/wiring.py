@@ -1675,14 +1675,26 @@ class LocalWiring:
     # ---------------------------------------------------------------- SQS
 
     def _poll(self, mapping: QueueMapping, sqs: Any) -> None:
+        """Receive and deliver until stopped, backing off while whole batches fail.
+
+        Lambda backs off an SQS event source mapping whose function fails, reducing its
+        concurrency until batches go through again. With one poller here, backing off is
+        waiting: after a batch of which nothing went through, ``SQS_BACKOFF_FIRST_S``, doubling
+        up to ``SQS_BACKOFF_MAX_S``, and no wait once one goes through. Meanwhile new messages
+        wait on the queue, not in its visibility timeout.
+        """
+        failed_in_a_row = 0
         while not self._stop.is_set():
             try:
                 messages = self._receive(mapping, sqs)
                 if messages:
                     if mapping.relay:
                         self._relay(mapping, messages, sqs)
+                    elif self._deliver(mapping, messages, sqs):
+                        failed_in_a_row = 0
                     else:
-                        self._deliver(mapping, messages, sqs)
+                        failed_in_a_row += 1
+                        self._stop.wait(sqs_backoff_s(failed_in_a_row))
             except Exception:
                 if self._stop.is_set():
                     return
@@ -1710,16 +1722,18 @@ class LocalWiring:
                 self._stop.wait(min(0.2, max(0.0, deadline - time.monotonic())))
         return messages
 
-    def _deliver(self, mapping: QueueMapping, messages: list[dict[str, Any]], sqs: Any) -> None:
+    def _deliver(self, mapping: QueueMapping, messages: list[dict[str, Any]], sqs: Any) -> bool:
+        """Invoke the function on a batch and delete what it handled; False if nothing was."""
         event = {"Records": [sqs_record(m, mapping.queue_arn, self.ctx.region) for m in messages]}
         result = self.invoke("sqs", mapping.logical_id, mapping.function, event)
         if result.error is not None:
-            return  # all of them come back after the visibility timeout
+            return False  # all of them come back after the visibility timeout
         done = messages
         if mapping.report_batch_item_failures:
             failed = failed_message_ids(result.payload, {m["MessageId"] for m in messages})
             done = [m for m in messages if m["MessageId"] not in failed]
         _delete(sqs, mapping.queue_url, done)
+        return bool(done)
 
     def _relay(self, mapping: QueueMapping, messages: list[dict[str, Any]], sqs: Any) -> None:
         """Asynchronous invocation: retried up to MaximumRetryAttempts, then dropped."""
@@ -1777,6 +1791,17 @@ def _constant_input(value: Any) -> Any:
         except json.JSONDecodeError:
             return value
     return value
+
+
+SQS_BACKOFF_FIRST_S = 1.0
+SQS_BACKOFF_MAX_S = 8.0
+
+
+def sqs_backoff_s(failed_in_a_row: int) -> float:
+    """How long an SQS poller waits after that many batches in a row of which none went through."""
+    if failed_in_a_row < 1:
+        return 0.0
+    return min(SQS_BACKOFF_MAX_S, SQS_BACKOFF_FIRST_S * 2 ** min(failed_in_a_row - 1, 16))
 
 
 def _delete(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:

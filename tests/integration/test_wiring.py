@@ -27,6 +27,7 @@ from tweetgen_local.wiring import (
     next_cron_time,
     proxy_response,
     rate_seconds,
+    sqs_backoff_s,
 )
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "local_stack"
@@ -259,6 +260,12 @@ def test_a_handler_error_leaves_the_whole_batch_for_redelivery(stack: Stack) -> 
         if any(record["body"] == "explode" for record in r.event["Records"])
     ]
     assert len(failures) == 2 and all(r.result.error is not None for r in failures)
+
+
+def test_a_poller_backs_off_while_whole_batches_fail() -> None:
+    # Waits after 0, 1, 2, ... batches in a row of which nothing went through.
+    assert [sqs_backoff_s(n) for n in range(7)] == [0.0, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert sqs_backoff_s(10_000) == 8.0
 
 
 # ----------------------------------------------------------------- schedules

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,46 @@ def test_the_recorder_loads_the_batch_utility_only_for_a_batch_it_cannot_write_a
     assert result["reported"] == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
     assert result["after_reported"] is True
     assert result["stored"] is True
+
+
+_RECORDER_DATABASE_DOWN = """
+import io, json, sys, types
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import app
+
+CONTEXT
+event = json.load(open(sys.argv[3]))
+logs = io.StringIO()
+app.logger.registered_handler.setStream(logs)
+reported = app.lambda_handler(event, context)
+lines = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+print(json.dumps({"reported": reported, "ids": [r["messageId"] for r in event["Records"]],
+                  "batch_utility": "aws_lambda_powertools.utilities.batch" in sys.modules,
+                  "levels": [line.get("level") for line in lines if "level" in line]}))
+""".replace("CONTEXT\n", _CONTEXT + "\n", 1)
+
+
+def test_the_recorder_fails_the_whole_batch_at_once_while_the_database_is_unreachable(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = cold_import(
+        "recorder",
+        tmp_path,
+        _RECORDER_DATABASE_DOWN.replace(
+            "sys.argv[3]", repr(str(REPO_ROOT / "events" / "sqs_recorder.json"))
+        ),
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_METRICS_NAMESPACE="tweetgen",
+        DATABASE_URL=f"mysql+pymysql://tweetgen@127.0.0.1:{port}/tweetgen",
+    )
+    # Every message stays on the queue for its next delivery...
+    assert result["reported"] == {
+        "batchItemFailures": [{"itemIdentifier": i} for i in result["ids"]]
+    }
+    assert len(result["ids"]) >= 2
+    # ...without one connection attempt and one logged error per message.
+    assert result["batch_utility"] is False
+    assert result["levels"].count("ERROR") == 1, result["levels"]

@@ -654,6 +654,57 @@ def test_retry_reruns_a_failing_handler(aws: None) -> None:
 # -------------------------------------------------------------- install / uninstall
 
 
+# ----------------------------------------------------------------------------- SQS
+
+
+def backlog(count: int, **attributes: str) -> tuple[Any, str]:
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName="backlog", Attributes=attributes)["QueueUrl"]
+    for start in range(0, count, 10):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "MessageBody": f"m{start + i}"} for i in range(10)],
+        )
+    return sqs, url
+
+
+def test_receive_does_not_count_the_queue_for_each_message(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.sqs.models import Queue
+
+    counted: list[int] = []
+    original = Queue.approximate_number_of_messages
+
+    def counting(queue: Any) -> int:
+        counted.append(1)
+        return int(original.fget(queue))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Queue, "approximate_number_of_messages", property(counting))
+    sqs, url = backlog(50)
+    counted.clear()
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert len(received) == 10
+    assert counted == []  # moto's own counts the whole queue once per returned message
+    moto_gaps.uninstall()
+    sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+    assert len(counted) >= 10
+
+
+def test_messages_past_the_retention_period_are_still_not_received(aws: None) -> None:
+    from moto.sqs.models import sqs_backends
+
+    sqs, url = backlog(10, MessageRetentionPeriod="60")
+    queue = sqs_backends[ACCOUNT][REGION].get_queue("backlog")
+    for message in queue._messages[6:]:
+        sent: Any = message.sent_timestamp
+        message.sent_timestamp = sent - 61_000  # sent 61 s earlier: past the 60 s retention
+    received = []
+    while answer := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        received += [m["Body"] for m in answer]
+    assert sorted(received) == [f"m{i}" for i in range(6)]
+
+
 def test_uninstall_restores_moto(aws: None) -> None:
     from moto.events.models import Rule
     from moto.sagemaker.responses import SageMakerResponse

@@ -15,7 +15,8 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Engine
+from sqlalchemy import URL, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..secrets import read_database_secret
 from .engine import (
@@ -96,6 +97,15 @@ class Database:
         self.decisions = DecisionRepository(engine)
         self.failures = GenerationFailureRepository(engine)
         self.variant_metrics = VariantMetricsRepository(engine)
+
+    def reachable(self) -> bool:
+        """Whether a connection opens and answers a ``SELECT 1``."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
 
     # The experiment's repositories (and the statistics behind them) are imported on first use:
     # the recorder, the migration and the rollout functions never use them.
