@@ -59,6 +59,7 @@ __all__ = [
     "set_endpoint_deployer",
     "set_lambda_invoker",
     "uninstall",
+    "wait_for_executions",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -134,6 +135,22 @@ def uninstall() -> None:
         set_endpoint_listener(None)
         set_lambda_invoker(None)
         set_default_deploy_delay(_DEFAULT_DEPLOY_DELAY)
+
+
+def wait_for_executions(timeout_s: float) -> bool:
+    """Wait until no Step Functions execution thread of this process runs; False on timeout.
+
+    moto runs each execution (and each of its parallel branches) on a daemon thread that it
+    keeps in a list and never joins.
+    """
+    from moto.stepfunctions.parser.utils import TMP_THREADS
+
+    deadline = time.monotonic() + timeout_s
+    for thread in list(TMP_THREADS):
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            return False
+    return True
 
 
 def is_installed() -> bool:

@@ -288,6 +288,9 @@ class LocalStack:
         environment = {**endpoint_environment(self.endpoints), "DATABASE_URL": database_url}
         self.pool = FunctionPool(template, ctx, extra_env=environment)
         self._stops.append(self.pool.close)
+        # Before the functions go: no execution outlives the stack to act on the next one.
+        stepfunctions = session.client("stepfunctions", endpoint_url=aws_url)
+        self._stops.append(lambda: self._stop_executions(stepfunctions))
         run_custom_resources(template, ctx, self.pool, self.log)
 
         def invoke(function: str, payload: Any) -> Any:
@@ -316,6 +319,35 @@ class LocalStack:
         if self.wiring.api_url:
             self.log(f"REST API at {self.wiring.api_url}")
         self._start_web(template, ctx)
+
+    def _stop_executions(self, stepfunctions: Any, timeout_s: float = 60.0) -> None:
+        """Stop the state machines' running executions and wait until each has ended.
+
+        moto's backends are shared by every stack this process runs, and an execution runs
+        on its own thread: left running, a rollout of a stopped stack would go on to change
+        the endpoint of the next one. Stopped, each ends after its current state, which the
+        functions (still up) answer.
+        """
+        from tweetgen_local import moto_gaps
+
+        stopped = 0
+        for page in stepfunctions.get_paginator("list_state_machines").paginate():
+            for machine in page["stateMachines"]:
+                running = stepfunctions.get_paginator("list_executions").paginate(
+                    stateMachineArn=machine["stateMachineArn"], statusFilter="RUNNING"
+                )
+                for listed in running:
+                    for execution in listed["executions"]:
+                        stepfunctions.stop_execution(
+                            executionArn=execution["executionArn"],
+                            error="StackStopped",
+                            cause="the local stack stopped",
+                        )
+                        stopped += 1
+        if stopped:
+            self.log(f"stopped {stopped} running execution(s)")
+        if not moto_gaps.wait_for_executions(timeout_s):
+            self.log(f"executions still running after {timeout_s:.0f}s")
 
     def _start_web(self, template: Any, ctx: Any) -> None:
         """The local web server: the template's GraphQL API at /graphql, the dashboard at

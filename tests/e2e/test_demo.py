@@ -14,7 +14,9 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.long
 
 
-def _demo(sentiment140: Path, out: Path, users: int = 200) -> subprocess.CompletedProcess[str]:
+def _demo(
+    sentiment140: Path, out: Path, users: int = 200, round_users: int = 100
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -35,7 +37,7 @@ def _demo(sentiment140: Path, out: Path, users: int = 200) -> subprocess.Complet
             "--users",
             str(users),
             "--round-users",
-            "100",
+            str(round_users),
             "--template",
             str(REPO_ROOT / "template.yaml"),
         ],
@@ -65,7 +67,8 @@ def test_demo_trains_both_models_serves_them_and_reuses_its_cache(
     assert sum(experiment["simulation"]["served"].values()) == 200
     assert [r["users"] for r in experiment["rounds"]] == [100, 200]
     assert set(experiment["rounds"][-1]["weights"]) == {"lstm", "gpt2"}
-    second = _demo(sentiment140, tmp_path / "demo", users=100)
+    # Again from the cache: only the models' training is skipped (a few users suffice here).
+    second = _demo(sentiment140, tmp_path / "demo", users=20, round_users=20)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("unchanged inputs, reusing") == 2
     assert "Epoch" not in second.stdout

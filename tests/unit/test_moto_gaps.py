@@ -542,6 +542,35 @@ def test_lambda_invoke_task_runs_the_handler(aws: None) -> None:
     assert handlers.calls == [("validate", {"key": "models/lstm/1/model.tar.gz"})]
 
 
+def test_a_stopped_execution_ends_after_its_current_task(aws: None) -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def invoker(function: str, payload: Any) -> Any:
+        calls.append(function)
+        assert release.wait(WAIT_S)
+        return {}
+
+    moto_gaps.set_lambda_invoker(invoker)
+    task = {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke"}
+    definition = {
+        "StartAt": "First",
+        "States": {
+            "First": {**task, "Parameters": {"FunctionName": "first"}, "Next": "Second"},
+            "Second": {**task, "Parameters": {"FunctionName": "second"}, "End": True},
+        },
+    }
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.start_execution(stateMachineArn=state_machine(definition))["executionArn"]
+    wait_until(lambda: list(calls), lambda seen: seen == ["first"])
+    assert moto_gaps.wait_for_executions(0.2) is False  # blocked in its first task
+    sfn.stop_execution(executionArn=arn)
+    release.set()
+    assert moto_gaps.wait_for_executions(WAIT_S) is True
+    assert calls == ["first"]  # the second task never ran
+    assert sfn.describe_execution(executionArn=arn)["status"] == "ABORTED"
+
+
 def test_function_arn_task_output_is_the_result(aws: None) -> None:
     handlers = Handlers(plan=lambda event: {"weights": {"lstm": 0.9, "gpt2": event["share"]}})
     moto_gaps.set_lambda_invoker(handlers)
