@@ -137,7 +137,10 @@ clean:
 # handlers' imports 2-3 times slower (benchmarks/api_functions.py measures both). The bytecode is
 # hash-based and unchecked, so it stays valid whatever file times the deployment zip keeps.
 LAMBDA_ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
-LAMBDA_PYTHON ?= python3.11
+# The interpreter itself, not a version manager's shim: pyenv's shim rehashes after each
+# `pip install`, and `sam build --parallel` runs several at once, which can fail the build
+# ("cannot rehash: /root/.pyenv/shims isn't writable").
+LAMBDA_PYTHON ?= $(or $(shell python3.11 -c 'import sys; print(sys.executable)' 2>/dev/null),python3.11)
 LAMBDA_PIP = $(LAMBDA_PYTHON) -m pip install --quiet --no-compile --no-warn-conflicts \
 	--root-user-action=ignore --only-binary=:all: \
 	--platform manylinux2014_x86_64 --implementation cp --python-version 3.11 \
