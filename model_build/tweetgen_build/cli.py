@@ -187,13 +187,6 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    import tarfile
-
-    # What needs no TensorFlow is checked before it is imported (seconds).
-    if not args.artifact.is_file():
-        raise InputError(f"{args.artifact}: no such file")
-    if not tarfile.is_tarfile(args.artifact):
-        raise InputError(f"{args.artifact}: not a tweetgen artifact (not a tar archive)")
     from tweetgen_build.evaluate import evaluate_artifact
 
     metrics = evaluate_artifact(

@@ -8,15 +8,18 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
 from tweetgen_build.ngram import KneserNeyLM
 from tweetgen_build.tokenizer import EOS_ID
 
-Signature = Callable[..., dict[str, tf.Tensor]]
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+# TensorFlow is imported where it is used: ``evaluate_artifact`` checks its artifact first.
+Signature = Callable[..., "dict[str, tf.Tensor]"]
 
 
 def _right_padded(batch: Sequence[Sequence[int]], limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +40,8 @@ def model_perplexity(
 
     Tweets longer than ``max_length`` tokens are cut there, for every model alike.
     """
+    import tensorflow as tf
+
     ordered = sorted(sequences, key=len)
     total, count = 0.0, 0
     for start in range(0, len(ordered), batch_size):
@@ -74,6 +79,8 @@ def generate_samples(
     eos_id: int = EOS_ID,
 ) -> list[list[int]]:
     """Unconditional samples (the prompt is the start token alone)."""
+    import tensorflow as tf
+
     samples: list[list[int]] = []
     for start in range(0, count, batch_size):
         rows = min(batch_size, count - start)
@@ -153,13 +160,17 @@ def evaluate_artifact(
     """
     from tweetgen_build.data import CleaningOptions
     from tweetgen_build.errors import InputError
-    from tweetgen_build.packaging import load_served_model, unpack_artifact
     from tweetgen_build.pipeline import EVAL_MAX_LENGTH, prepare_data
     from tweetgen_build.tokenizer import encode_tweets
 
     say = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    # Checked before TensorFlow is imported (seconds), which loading the model needs.
     if not archive.is_file():
         raise InputError(f"{archive}: no such file")
+    if not tarfile.is_tarfile(archive):
+        raise InputError(f"{archive}: not a tweetgen artifact (not a tar archive)")
+    from tweetgen_build.packaging import load_served_model, unpack_artifact
+
     with tempfile.TemporaryDirectory(prefix="tweetgen-eval-") as tmp:
         try:
             root = unpack_artifact(archive, Path(tmp))

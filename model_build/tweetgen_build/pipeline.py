@@ -195,10 +195,15 @@ def model_settings(options: TrainOptions, vocab_size: int) -> LSTMConfig | GPT2S
 
 
 def build_model(
-    options: TrainOptions, vocab_size: int, eos_id: int
+    options: TrainOptions,
+    settings: LSTMConfig | GPT2Settings | None,
+    vocab_size: int,
+    eos_id: int,
 ) -> tuple[Any, Any, dict[str, Any], int]:
-    """The Keras model, its serving module, its config and its context length."""
-    settings = model_settings(options, vocab_size)
+    """The Keras model, its serving module, its config and its context length.
+
+    ``settings``: what ``model_settings`` gave for these options.
+    """
     if isinstance(settings, LSTMConfig):
         from tweetgen_build.lstm import LSTMServing, build_lstm
 
@@ -233,7 +238,8 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
     started = time.perf_counter()
     splits, files = prepare_data(options.data, options.cleaning, options.max_tweets, log)
     tokenizer = obtain_tokenizer(options, splits, log)
-    model_settings(options, tokenizer.get_vocab_size())
+    vocab_size = tokenizer.get_vocab_size()
+    model_sizes = model_settings(options, vocab_size)
 
     import tensorflow as tf
 
@@ -254,7 +260,6 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
         train_lstm,
     )
 
-    vocab_size = tokenizer.get_vocab_size()
     encoded = {
         name: encode_tweets(tokenizer, list(getattr(splits, name)))
         for name in ("train", "validation", "test")
@@ -262,7 +267,7 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
     settings = options.settings
     seed_everything(settings.seed)
     eos = eos_id_of(tokenizer)
-    model, serving, model_config, context = build_model(options, vocab_size, eos)
+    model, serving, model_config, context = build_model(options, model_sizes, vocab_size, eos)
     length = min(settings.sequence_length, context - 1)
     train_windows = pack_windows(encoded["train"], length, eos)
     val_windows = pack_windows(encoded["validation"], length, eos)

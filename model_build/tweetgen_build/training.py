@@ -32,9 +32,9 @@ class TrainSettings:
 
 def seed_everything(seed: int) -> None:
     """Same seed, same data order, same initial weights, same result (op determinism on)."""
-    random.seed(seed)
     import tensorflow as tf
 
+    random.seed(seed)
     np.random.seed(seed)
     tf.random.set_seed(seed)
     tf.config.experimental.enable_op_determinism()
