@@ -232,19 +232,22 @@ print(json.dumps({"written": written, "after_written": after_written, "reported"
 """.replace("CONTEXT\n", _CONTEXT + "\n", 1)
 
 
+def recorder_probe(tmp_path: Path, probe: str, database_url: str) -> dict[str, Any]:
+    """``probe`` run by a cold recorder on ``database_url``, with the events file's batch."""
+    return cold_import(
+        "recorder",
+        tmp_path,
+        probe.replace("sys.argv[3]", repr(str(REPO_ROOT / "events" / "sqs_recorder.json"))),
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_METRICS_NAMESPACE="tweetgen",
+        DATABASE_URL=database_url,
+    )
+
+
 def test_the_recorder_loads_the_batch_utility_only_for_a_batch_it_cannot_write_at_once(
     tmp_path: Path,
 ) -> None:
-    result = cold_import(
-        "recorder",
-        tmp_path,
-        _RECORDER_COLD_START.replace(
-            "sys.argv[3]", repr(str(REPO_ROOT / "events" / "sqs_recorder.json"))
-        ),
-        POWERTOOLS_TRACE_DISABLED="true",
-        POWERTOOLS_METRICS_NAMESPACE="tweetgen",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'tweetgen.db'}",
-    )
+    result = recorder_probe(tmp_path, _RECORDER_COLD_START, f"sqlite:///{tmp_path / 'tweetgen.db'}")
     assert result["written"] == {"batchItemFailures": []}
     assert result["after_written"] is False
     # A malformed message fails alone (and reaches the dead-letter queue after its retries).
@@ -276,15 +279,8 @@ def test_the_recorder_fails_the_whole_batch_at_once_while_the_database_is_unreac
     with socket.socket() as probe:  # a port nothing listens on: connections are refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = cold_import(
-        "recorder",
-        tmp_path,
-        _RECORDER_DATABASE_DOWN.replace(
-            "sys.argv[3]", repr(str(REPO_ROOT / "events" / "sqs_recorder.json"))
-        ),
-        POWERTOOLS_TRACE_DISABLED="true",
-        POWERTOOLS_METRICS_NAMESPACE="tweetgen",
-        DATABASE_URL=f"mysql+pymysql://tweetgen@127.0.0.1:{port}/tweetgen",
+    result = recorder_probe(
+        tmp_path, _RECORDER_DATABASE_DOWN, f"mysql+pymysql://tweetgen@127.0.0.1:{port}/tweetgen"
     )
     # Every message stays on the queue for its next delivery...
     assert result["reported"] == {
