@@ -3,7 +3,7 @@
 The generation id's signature is checked here, so feedback for an id this service never
 issued is refused (404) without asking the database; accepted feedback only needs the queue,
 so nothing is lost while the database is paused or down. An ``Idempotency-Key`` header makes
-a retried post count once.
+a retried post (the same body) count once; a key reused with another body is another feedback.
 """
 
 import gc

@@ -1,7 +1,7 @@
 """``GET /generations/{generation_id}`` and ``GET /experiment``: what the database holds.
 
 A generation is readable once the recorder has stored it (usually within a second or two of
-``POST /generations``). The experiment's status is as of the last aggregation (the aggregate
+``POST /generations``). While the database is unreachable both answer 503 with ``Retry-After``. The experiment's status is as of the last aggregation (the aggregate
 function runs every minute): each variant's weight now, its figures, P(best), the sequential
 tests, the sample-ratio check and the last decision.
 """
@@ -20,9 +20,10 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from sqlalchemy.exc import OperationalError
 from tweetgen import coldstart
 from tweetgen.adapters import sagemaker
-from tweetgen.adapters.api import json_response, new_resolver
+from tweetgen.adapters.api import error_response, json_response, new_resolver
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.errors import ServiceUnavailable, UnknownGeneration
@@ -43,6 +44,21 @@ def database() -> Database:
 
 
 variants = functools.cache(sagemaker.endpoint_variants)
+
+#: What a client is told to wait before it asks again while the database is unreachable.
+RETRY_AFTER_S = 5
+
+
+@app.exception_handler(OperationalError)
+def database_unreachable(error: OperationalError):
+    # Aurora Serverless resuming from a pause, a failover or a network problem: the client may
+    # ask again shortly (feedback and generations are queued meanwhile, never lost).
+    logger.warning("the database is unreachable", extra={"reason": str(error.orig)})
+    return error_response(
+        503,
+        "the database is not reachable right now; try again in a few seconds",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 @app.get("/generations/<generation_id>")

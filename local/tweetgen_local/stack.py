@@ -27,6 +27,10 @@ from tweetgen_local.functions import FAKE_CREDENTIALS
 DEFAULT_STATE_DIR = Path(".tweetgen/local")
 DEFAULT_REGION = "us-east-1"
 ENDPOINT_NAME = "tweetgen"
+SFN_UNSUPPORTED_INTEGRATION_LOGGER = (
+    "moto.stepfunctions.parser.asl.component.state.exec.state_task.service"
+    ".state_task_service_unsupported"
+)
 
 
 class AlreadyRunning(RuntimeError):
@@ -117,6 +121,10 @@ class MotoService:
 
         # moto's server logs every request; the stack prints its own summary instead.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # The rollout's SageMaker tasks are "optimised integrations" moto's interpreter does not
+        # know: it forwards them to its own SageMaker (what the stack relies on) with a warning
+        # at every task of every rollout.
+        logging.getLogger(SFN_UNSUPPORTED_INTEGRATION_LOGGER).setLevel(logging.ERROR)
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
         default_user_config["lambda"] = {"use_docker": False}
         # The state-machine interpreter calls SageMaker and other services on this port.

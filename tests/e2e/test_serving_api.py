@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import func, select
 from tweetgen.adapters.database import Database
+from tweetgen.adapters.database.schema import generation_failures as failures
 from tweetgen_local.stack import LocalStack
 
 from tests.e2e import stacks
@@ -154,6 +156,42 @@ def test_sql_injection_strings_are_stored_literally(api: Api) -> None:
 
 
 # Last in this module: it takes the stack's SageMaker runtime down.
+def _failures(api: Api) -> int:
+    with api.db.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(failures)).scalar_one())
+
+
+def test_a_prompt_too_long_for_the_model_is_a_422_not_counted_against_its_variant(
+    api: Api,
+) -> None:
+    # One user per variant (assignment is sticky), found by a short generation each.
+    users: dict[str, str] = {}
+    for i in range(40):
+        users.setdefault(
+            api.generate(user_id=f"long-{i}", max_new_tokens=1)["variant"], f"long-{i}"
+        )
+        if len(users) == 2:
+            break
+    assert set(users) == {"lstm", "gpt2"}
+    time.sleep(2)  # what the recorder would have received by now
+    before = _failures(api)
+    # 280 characters (the API's bound), each several tokens of the byte-level vocabulary: more
+    # than either model's context.
+    for variant, user in users.items():
+        answer = api.post(
+            "/generations",
+            {"prompt": "\N{PARTY POPPER}" * 280, "max_new_tokens": 8, "user_id": user},
+        )
+        assert answer.status_code == 422, (variant, answer.text)
+        payload = answer.json()
+        assert payload["message"] == "the model refused the request"
+        assert "prompt too long" in payload["errors"][0]["reason"]
+        # Above the vocabulary, top_k samples from all of it: served, not refused.
+        assert api.generate(user_id=user, max_new_tokens=2, top_k=1000)["variant"] == variant
+    time.sleep(2)
+    assert _failures(api) == before
+
+
 def test_an_endpoint_that_does_not_answer_is_a_502_and_nothing_is_recorded(api: Api) -> None:
     before = api.db.generations.variant_totals()
     api.stack.runtime.close()  # the endpoint stops answering (connection refused)

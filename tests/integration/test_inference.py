@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from tweetgen.services.errors import MODEL_REFUSAL_PREFIX
 from tweetgen_local.hosting import Context, ServedModel
 
 pytestmark = pytest.mark.long
@@ -56,14 +57,20 @@ def test_greedy_when_sampling_is_off(served: ServedModel) -> None:
     assert a == b and a[0] == 200
 
 
-def test_container_context_fields_reach_the_handlers(unpacked: dict[str, Path]) -> None:
-    """input_handler/output_handler read the context by field name, as in the container."""
+def _inference_module(root: Path) -> ModuleType:
+    """An artifact's code/inference.py, imported from the artifact."""
     spec = importlib.util.spec_from_file_location(
-        "inference_under_test", unpacked["lstm"] / "code" / "inference.py"
+        "inference_under_test", root / "code" / "inference.py"
     )
     assert spec and spec.loader
-    module: ModuleType = importlib.util.module_from_spec(spec)
+    module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_container_context_fields_reach_the_handlers(unpacked: dict[str, Path]) -> None:
+    """input_handler/output_handler read the context by field name, as in the container."""
+    module = _inference_module(unpacked["lstm"])
     context = Context(
         "model",
         "1",
@@ -118,6 +125,10 @@ def test_container_context_fields_reach_the_handlers(unpacked: dict[str, Path]) 
             "top_k must be an integer",
         ),
         (b'{"inputs": "hi", "parameters": {"beam": 2}}', "application/json", "unknown parameters"),
+        (b'{"inputs": "hi", "parameters": []}', "application/json", "must be a JSON object"),
+        (b'{"inputs": "hi", "parameters": 0}', "application/json", "must be a JSON object"),
+        (b'{"inputs": "hi", "parameters": ""}', "application/json", "must be a JSON object"),
+        (b"[" * 100_000, "application/json", "nested too deeply"),
         (
             b'{"inputs": "hi", "parameters": {"seed": -4}}',
             "application/json",
@@ -131,6 +142,29 @@ def test_bad_requests_get_a_clear_error(
     status, answer = _invoke(served, body, content_type=content_type)
     assert status == 500  # what the container answers; SageMaker surfaces it as ModelError
     assert message in answer["error"]
+    # The prefix tells the generate function that the request, not the model, is at fault.
+    assert answer["error"].startswith(MODEL_REFUSAL_PREFIX)
+
+
+def test_the_artifact_marks_refusals_as_the_service_reads_them(unpacked: dict[str, Path]) -> None:
+    module = _inference_module(unpacked["lstm"])
+    assert module.REFUSAL_PREFIX == MODEL_REFUSAL_PREFIX
+
+
+def test_a_null_parameters_object_takes_the_defaults(served: ServedModel) -> None:
+    status, answer = _invoke(served, {"inputs": "i love", "parameters": None})
+    assert status == 200 and len(answer) == 1 and "generated_text" in answer[0]
+
+
+def test_a_top_k_above_the_vocabulary_samples_from_all_of_it(served: ServedModel) -> None:
+    vocab = json.loads((served.root / "metadata.json").read_text())["tokenizer"]["vocab_size"]
+    common = {"seed": 5, "temperature": 1.5, "max_new_tokens": 12}
+    status, above = _invoke(served, {"inputs": "i", "parameters": {**common, "top_k": vocab + 500}})
+    _, whole = _invoke(served, {"inputs": "i", "parameters": {**common, "top_k": 0}})
+    assert status == 200
+    assert above == whole
+    status, answer = _invoke(served, {"inputs": "i", "parameters": {"top_k": 2**31}})
+    assert status == 500 and "top_k must be between" in answer["error"]
 
 
 def test_too_many_inputs_and_too_long_prompts_are_refused(served: ServedModel) -> None:
@@ -146,6 +180,23 @@ def test_too_many_inputs_and_too_long_prompts_are_refused(served: ServedModel) -
 def test_unsupported_accept_type_is_refused(served: ServedModel) -> None:
     status, answer = _invoke(served, {"inputs": "hi"}, accept="text/csv")
     assert status == 500 and "accept" in answer["error"]
+    status, answer = _invoke(served, {"inputs": "hi"}, accept="application/json;q=0, text/csv")
+    assert status == 500 and "accept" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/json, text/plain",
+        "text/html,application/json;q=0.9",
+        "Application/JSON",
+        "application/*",
+        "*/*",
+    ],
+)
+def test_accept_headers_that_admit_json_are_served(served: ServedModel, accept: str) -> None:
+    status, answer = _invoke(served, {"inputs": "hi"}, accept=accept)
+    assert status == 200 and len(answer) == 1
 
 
 def test_tensorflow_serving_rest_predict_forms(served: ServedModel) -> None:

@@ -232,6 +232,14 @@ print(json.dumps({"written": written, "after_written": after_written, "reported"
 """.replace("CONTEXT\n", _CONTEXT + "\n", 1)
 
 
+def unreachable_database_url() -> str:
+    """A MySQL URL on a port nothing listens on: every connection is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"mysql+pymysql://tweetgen@127.0.0.1:{port}/tweetgen"
+
+
 def recorder_probe(tmp_path: Path, probe: str, database_url: str) -> dict[str, Any]:
     """``probe`` run by a cold recorder on ``database_url``, with the events file's batch."""
     return cold_import(
@@ -276,12 +284,7 @@ print(json.dumps({"reported": reported, "ids": [r["messageId"] for r in event["R
 def test_the_recorder_fails_the_whole_batch_at_once_while_the_database_is_unreachable(
     tmp_path: Path,
 ) -> None:
-    with socket.socket() as probe:  # a port nothing listens on: connections are refused
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    result = recorder_probe(
-        tmp_path, _RECORDER_DATABASE_DOWN, f"mysql+pymysql://tweetgen@127.0.0.1:{port}/tweetgen"
-    )
+    result = recorder_probe(tmp_path, _RECORDER_DATABASE_DOWN, unreachable_database_url())
     # Every message stays on the queue for its next delivery...
     assert result["reported"] == {
         "batchItemFailures": [{"itemIdentifier": i} for i in result["ids"]]

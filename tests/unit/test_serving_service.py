@@ -29,11 +29,13 @@ from tweetgen.domain.serving import (
     ServingLimits,
     assign_variant,
 )
+from tweetgen.services.errors import MODEL_REFUSAL_PREFIX
 from tweetgen.services.serving import (
     EndpointError,
     FeedbackService,
     GenerationService,
     MalformedEvent,
+    ModelRefusedRequest,
     QueueError,
     QueueEvent,
     RequestRejected,
@@ -135,12 +137,17 @@ class Runtime:
             },
         )
 
-    def fails(self, code: str, message: str) -> None:
+    def fails(self, code: str, message: str, original: dict[str, Any] | None = None) -> None:
+        """InvokeEndpoint fails; ``original``: the container's answer (a ModelError's)."""
+        fields = {}
+        if original is not None:
+            fields = {"OriginalStatusCode": 500, "OriginalMessage": json.dumps(original)}
         self.stub.add_client_error(
             "invoke_endpoint",
             service_error_code=code,
             service_message=message,
             http_status_code=424,
+            modeled_fields=fields,
         )
 
 
@@ -236,6 +243,35 @@ def test_a_failing_endpoint_is_a_502_and_only_its_failure_is_queued(queue: Queue
     failure = only_failure(queue)
     assert failure.variant == assigned
     assert failure.reason == "ModelError: the model container crashed"
+
+
+def test_a_request_the_model_refuses_is_a_422_with_its_reason_and_nothing_is_queued(
+    queue: Queue,
+) -> None:
+    make_endpoint({"lstm": 1.0})
+    runtime = Runtime()
+    reason = "prompt too long: 160 tokens + max_new_tokens 8 exceeds the model's context"
+    runtime.fails(
+        "ModelError",
+        "Received server error (500) from primary with message ...",
+        {"error": MODEL_REFUSAL_PREFIX + reason},
+    )
+    with pytest.raises(ModelRefusedRequest) as raised:
+        service(queue, runtime).generate(GenerateRequest(prompt="\N{PARTY POPPER}" * 40))
+    assert raised.value.status == 422
+    assert raised.value.details == [reason]
+    # Not the variant's failure: its error rate does not count the client's request.
+    assert queue.messages() == []
+
+
+def test_a_model_error_without_the_refusal_prefix_stays_the_models_failure(queue: Queue) -> None:
+    make_endpoint({"lstm": 1.0})
+    runtime = Runtime()
+    runtime.fails("ModelError", "the container crashed", {"error": "CUDA out of memory"})
+    with pytest.raises(EndpointError) as raised:
+        service(queue, runtime).generate(GenerateRequest())
+    assert raised.value.status == 502
+    assert only_failure(queue).variant == "lstm"
 
 
 def test_a_queue_that_refuses_the_failure_does_not_change_the_502(
@@ -337,6 +373,24 @@ def test_feedback_is_queued_with_its_reward_and_a_retry_counts_once(queue: Queue
     assert all(isinstance(e, FeedbackEvent) for e in events) and len(events) == 3
     with pytest.raises(RequestRejected, match="Idempotency-Key"):
         feedback.submit(generation_id, FeedbackRequest(reward=4), idempotency_key="k" * 129)
+
+
+def test_a_reused_idempotency_key_with_another_post_is_not_taken_for_a_retry(
+    queue: Queue,
+) -> None:
+    ids = GenerationIds(KEY)
+    generation_id = ids.issue("lstm")
+    feedback = FeedbackService(queue.adapter, ids)
+    posts = [
+        FeedbackRequest(reward="like", user_id="alice"),
+        FeedbackRequest(reward="dislike", user_id="alice"),  # a change of mind
+        FeedbackRequest(reward=2, user_id="bob"),  # another client reusing the key
+        FeedbackRequest(reward="like"),
+    ]
+    accepted = [feedback.submit(generation_id, post, idempotency_key="1") for post in posts]
+    retried = feedback.submit(generation_id, posts[1], idempotency_key="1")
+    assert len({a.feedback_id for a in accepted}) == len(posts)
+    assert retried.feedback_id == accepted[1].feedback_id
 
 
 # --------------------------------------------------------------------------- what the functions count

@@ -10,8 +10,14 @@ Request (``application/json``), the Hugging Face text-generation shape::
      "parameters": {"max_new_tokens": 32, "temperature": 0.8, "top_k": 40, "seed": 7}}
 
 Every parameter is optional and bounded; ``temperature`` 0 (or ``"do_sample": false``) means
-greedy decoding; input ``i`` of a batch is sampled with ``seed + i``. Response: one
+greedy decoding; ``top_k`` 0, or one at least the vocabulary's size, samples from the whole
+vocabulary; input ``i`` of a batch is sampled with ``seed + i``. Response: one
 ``{"generated_text": "..."}`` per input, the continuation without the prompt.
+
+A request that cannot be served as sent raises :class:`RequestError`, whose message starts
+with ``request refused: ``. The container answers every exception with a 500, so that prefix
+is what tells a caller (tweetgen's generate function) that the request is at fault, not the
+model.
 """
 
 from __future__ import annotations
@@ -31,8 +37,17 @@ MAX_TEMPERATURE = 5.0
 MAX_SEED = 2**62
 
 
+#: Starts the message of every request refused (tweetgen.services.errors holds the same).
+REFUSAL_PREFIX = "request refused: "
+#: The largest value the serving signature's int32 inputs hold.
+MAX_INT32 = 2**31 - 1
+
+
 class RequestError(ValueError):
     """The request cannot be served as sent; the message says what to change."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(REFUSAL_PREFIX + reason)
 
 
 @lru_cache(maxsize=1)
@@ -74,6 +89,8 @@ def _parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError("request body is nested too deeply to read") from None
     if not isinstance(payload, dict):
         raise RequestError('request body must be a JSON object like {"inputs": "a prompt"}')
     unknown = sorted(set(payload) - {"inputs", "parameters"})
@@ -110,7 +127,8 @@ def _parse_parameters(params: Any, metadata: dict[str, Any]) -> dict[str, Any]:
     resolved = {
         "max_new_tokens": _integer(merged, "max_new_tokens", 1, cap),
         "temperature": _number(merged, "temperature", 0.0, MAX_TEMPERATURE),
-        "top_k": _integer(merged, "top_k", 0, metadata["tokenizer"]["vocab_size"]),
+        # Above the vocabulary, top-k keeps every token: the same as 0 (the loop clamps it).
+        "top_k": min(_integer(merged, "top_k", 0, MAX_INT32), metadata["tokenizer"]["vocab_size"]),
         "seed": _integer(merged, "seed", 0, MAX_SEED) if "seed" in params else None,
     }
     if "do_sample" in params:
@@ -127,7 +145,9 @@ def parse_request(
     """Validate a request body; return the prompts and the resolved generation parameters."""
     payload = _parse_body(body, content_type)
     prompts = _parse_inputs(payload["inputs"], metadata["generation"]["max_batch_size"])
-    return {"prompts": prompts, **_parse_parameters(payload.get("parameters") or {}, metadata)}
+    parameters = payload.get("parameters")
+    parameters = {} if parameters is None else parameters
+    return {"prompts": prompts, **_parse_parameters(parameters, metadata)}
 
 
 def build_predict_request(
@@ -166,7 +186,25 @@ def decode_outputs(outputs: dict[str, Any], tokenizer: Tokenizer) -> list[dict[s
     ]
 
 
+def accepts_json(accept: str | None) -> bool:
+    """Whether an Accept header admits ``application/json`` (no header admits anything)."""
+    if not accept or not accept.strip():
+        return True
+    for media_range in accept.split(","):
+        media_type, *params = (part.strip().lower() for part in media_range.split(";"))
+        if media_type not in ("application/json", "application/*", "*/*"):
+            continue
+        refused = any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params)
+        if not refused:
+            return True
+    return False
+
+
 def input_handler(data: Any, context: Any) -> str:
+    accept = getattr(context, "accept_header", None)
+    if not accepts_json(accept):
+        # Refused before the model runs: this handler answers only JSON.
+        raise RequestError(f"unsupported accept type {accept!r}: accept application/json")
     metadata, tokenizer = _model_files()
     body = data.read() if hasattr(data, "read") else data
     request = parse_request(body, getattr(context, "request_content_type", None), metadata)
@@ -176,8 +214,5 @@ def input_handler(data: Any, context: Any) -> str:
 def output_handler(response: Any, context: Any) -> tuple[str, str]:
     if response.status_code != 200:
         raise ValueError(f"TensorFlow Serving answered {response.status_code}: {response.text}")
-    accept = (getattr(context, "accept_header", None) or "application/json").split(";")[0].strip()
-    if accept not in ("application/json", "*/*", ""):
-        raise RequestError(f"unsupported accept type {accept!r}: accept application/json")
     _, tokenizer = _model_files()
     return json.dumps(decode_outputs(response.json()["outputs"], tokenizer)), "application/json"

@@ -38,9 +38,12 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
 
 
 def error_response(
-    status: int, message: str, errors: Sequence[Mapping[str, str | None]] = ()
+    status: int,
+    message: str,
+    errors: Sequence[Mapping[str, str | None]] = (),
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
-    return json_response(status, {"message": message, "errors": list(errors)})
+    return json_response(status, {"message": message, "errors": list(errors)}, headers)
 
 
 def validation_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -100,6 +103,14 @@ def new_resolver(
     @app.exception_handler(RequestValidationError)
     def _invalid(error: RequestValidationError) -> Response:
         return error_response(422, "the request is not valid", validation_errors(error.errors()))
+
+    @app.exception_handler(RecursionError)
+    def _too_deep(_: RecursionError) -> Response:
+        # Raised while the body is read: JSON nested deeper than Python's parser recurses.
+        reason = "the body is nested too deeply to read"
+        return error_response(
+            422, "the request is not valid", [{"field": "body", "reason": reason}]
+        )
 
     @app.exception_handler(ServiceError)
     def _refused(error: ServiceError) -> Response:

@@ -16,7 +16,13 @@ from typing import Any
 
 from tweetgen.adapters import aws
 from tweetgen.domain.rollout import EndpointState, VariantState
-from tweetgen.services.errors import EndpointError, ServiceUnavailable, ServingVariant
+from tweetgen.services.errors import (
+    MODEL_REFUSAL_PREFIX,
+    EndpointError,
+    ModelRefusedRequest,
+    ServiceUnavailable,
+    ServingVariant,
+)
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -43,6 +49,26 @@ def _error_message(exc: Exception) -> str:
     if not isinstance(response, dict):
         return str(exc)
     return str((response.get("Error") or {}).get("Message", exc))
+
+
+def _model_refusal(exc: Exception) -> str | None:
+    """The model's reason when a ModelError is a request it refused (see
+    :data:`~tweetgen.services.errors.MODEL_REFUSAL_PREFIX`), else None.
+
+    The container answers ``{"error": "..."}``; InvokeEndpoint passes it on as the error's
+    ``OriginalMessage``.
+    """
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict) or _error_code(exc) != "ModelError":
+        return None
+    try:
+        original = json.loads(str(response.get("OriginalMessage") or ""))
+    except ValueError:
+        return None
+    error = original.get("error") if isinstance(original, dict) else None
+    if not isinstance(error, str) or not error.startswith(MODEL_REFUSAL_PREFIX):
+        return None
+    return error[len(MODEL_REFUSAL_PREFIX) :]
 
 
 def _variant_state(summary: dict[str, Any]) -> VariantState:
@@ -168,7 +194,9 @@ class ModelAnswer:
 
 
 class SageMakerRuntime:
-    """InvokeEndpoint, with the model's own errors turned into :class:`InvocationFailed`."""
+    """InvokeEndpoint, with the model's own errors turned into :class:`InvocationFailed`, or
+    into :class:`~tweetgen.services.errors.ModelRefusedRequest` when the model refused the
+    request as sent."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -196,6 +224,9 @@ class SageMakerRuntime:
             code = _error_code(exc)
             if not code:
                 raise
+            refusal = _model_refusal(exc)
+            if refusal is not None:
+                raise ModelRefusedRequest("the model refused the request", [refusal]) from None
             raise InvocationFailed(f"{code}: {_error_message(exc)}") from None
         return ModelAnswer(
             invoked_variant=str(answer.get("InvokedProductionVariant", "")),

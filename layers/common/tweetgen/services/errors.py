@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "MODEL_REFUSAL_PREFIX",
     "EndpointError",
     "MalformedEvent",
+    "ModelRefusedRequest",
     "QueueError",
     "RequestRejected",
     "ServiceError",
@@ -38,6 +40,17 @@ class ServiceError(Exception):
 
 class RequestRejected(ServiceError):
     status = 422
+
+
+#: How an artifact's ``code/inference.py`` starts the message of a request it refuses (a prompt
+#: too long for the model's context, say). The model server answers every handler exception
+#: with a 500, so this prefix is what tells a refused request (the client's to change: 422) from
+#: a model that failed (502, counted against its variant).
+MODEL_REFUSAL_PREFIX = "request refused: "
+
+
+class ModelRefusedRequest(RequestRejected):
+    """The model refused the request as sent; ``details`` holds the model's reason."""
 
 
 class UnknownGeneration(ServiceError):

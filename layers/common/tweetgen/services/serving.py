@@ -37,6 +37,7 @@ from tweetgen.domain.serving import (
 from tweetgen.services.errors import (
     EndpointError,
     MalformedEvent,
+    ModelRefusedRequest,
     QueueError,
     RequestRejected,
     ServiceError,
@@ -51,6 +52,7 @@ __all__ = [
     "FeedbackService",
     "GenerationService",
     "MalformedEvent",
+    "ModelRefusedRequest",
     "QueueError",
     "QueueEvent",
     "RequestRejected",
@@ -87,7 +89,8 @@ class ModelAnswer(Protocol):
 
 class ModelEndpoint(Protocol):
     def invoke(self, variant: str, body: bytes) -> ModelAnswer:
-        """Invoke ``variant``; raises :class:`EndpointError` when the endpoint fails."""
+        """Invoke ``variant``; raises :class:`EndpointError` when the endpoint fails and
+        :class:`ModelRefusedRequest` when the model refuses the request as sent."""
         ...
 
 
@@ -146,7 +149,9 @@ class GenerationService:
 
     When the endpoint fails the request, a ``generation_failed`` event is queued for the
     variant (the experiment's error rates), then the error stands (502); a queue that refuses
-    that event is logged and does not change the answer.
+    that event is logged and does not change the answer. A request the model refuses as sent
+    (:class:`ModelRefusedRequest`: a prompt too long for its context, say) is the client's to
+    change: a 422 with the model's reason, not counted against the variant.
     """
 
     endpoint: ModelEndpoint
@@ -250,11 +255,22 @@ class FeedbackAccepted:
         }
 
 
-def feedback_id_for(generation_id: str, idempotency_key: str | None) -> str:
-    """A new id, or one derived from the client's key so that a retried post counts once."""
+def feedback_id_for(
+    generation_id: str, idempotency_key: str | None, request: FeedbackRequest
+) -> str:
+    """A new id, or one derived from the client's key and the post, so a retry counts once.
+
+    The key identifies one post, as its client sends it: the same key with the same body
+    (reward and user) is a retry and gets the same id, while a different body under the same
+    key, or another user's post that happens to reuse the key, gets its own id and counts.
+    Nothing sent is dropped for a reused key.
+    """
     if not idempotency_key:
         return uuid.uuid4().hex
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"{generation_id}\x1f{idempotency_key}").hex
+    post = "\x1f".join(
+        [generation_id, idempotency_key, repr(request.reward), request.user_id or ""]
+    )
+    return uuid.uuid5(uuid.NAMESPACE_URL, post).hex
 
 
 @dataclass
@@ -274,7 +290,7 @@ class FeedbackService:
             raise RequestRejected("the Idempotency-Key header must be 1 to 128 characters")
         reward = normalise_reward(request.reward)
         event = FeedbackEvent(
-            feedback_id=feedback_id_for(generation_id, idempotency_key),
+            feedback_id=feedback_id_for(generation_id, idempotency_key, request),
             generation_id=generation_id,
             reward=reward,
             raw_value=str(request.reward),
