@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tweetgen_build.errors import InputError, ServingMismatch
+from tweetgen_build.errors import InputError, ServingMismatch, check_artifact_path
 
 PROG = "tweetgen"
 
@@ -135,7 +136,12 @@ def train_command(args: argparse.Namespace) -> int:
         raise InputError("--init-from applies to --model gpt2 only")
     if args.xla_decode and args.model != "gpt2":
         raise InputError("--xla-decode applies to --model gpt2 only")
-    learning_rate = args.learning_rate or (2e-3 if args.model == "lstm" else 5e-4)
+    # Only a missing option takes the default: 0 (or nan) is refused by run_training's checks.
+    learning_rate = (
+        (2e-3 if args.model == "lstm" else 5e-4)
+        if args.learning_rate is None
+        else args.learning_rate
+    )
     options = TrainOptions(
         model=args.model,
         data=list(args.data),
@@ -193,7 +199,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         args.artifact, args.data, max_tweets=args.max_tweets, samples=args.samples, seed=args.seed
     )
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        # Strict JSON (other tools read it): an infinite perplexity becomes null, as in
+        # pydantic's JSON, where Python's json module would write the non-standard Infinity.
+        print(json.dumps({k: _json_number(v) for k, v in metrics.items()}, indent=2))
     else:
         width = max(len(k) for k in metrics)
         for key, value in metrics.items():
@@ -203,6 +211,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
                 else f"{key:<{width}}  {value}"
             )
     return 0
+
+
+def _json_number(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,8 +233,7 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
 def validate_command(args: argparse.Namespace) -> int:
     from tweetgen.domain.artifact import validate_artifact
 
-    if not args.path.is_file():
-        raise InputError(f"{args.path}: no such file")
+    check_artifact_path(args.path)
     with open(args.path, "rb") as handle:
         report = validate_artifact(handle, expected_variant=args.variant, allow_xla=args.allow_xla)
     if report.ok:

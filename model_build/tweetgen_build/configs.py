@@ -1,13 +1,14 @@
 """Both models' size settings: plain dataclasses, importable without TensorFlow.
 
 ``tweetgen train`` checks a preset and its ``--set`` overrides against them before it imports
-TensorFlow, so a misspelt setting is reported at once.
+TensorFlow, so a misspelt setting or a value of the wrong type is reported at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, get_type_hints
 
 
 @dataclass(frozen=True)
@@ -33,3 +34,28 @@ class GPT2Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def setting_problem(config: type[LSTMConfig | GPT2Settings], name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the field ``name`` of ``config``, or None.
+
+    ``--set`` values arrive as parsed JSON (or the raw string), so ``units=abc`` is a string
+    and ``units=1.5`` a float: either would fail deep inside Keras after the data and the
+    tokenizer are done. Every integer field is a size or a count, hence positive; the only
+    float field is a dropout rate.
+    """
+    known = {field.name for field in fields(config)}
+    if name not in known:
+        return "unknown setting"
+    expected = get_type_hints(config)[name]
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, not {type(value).__name__}"
+        if value < 1:
+            return "must be a positive integer"
+    elif expected is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, not {type(value).__name__}"
+        if not math.isfinite(value) or not 0 <= value < 1:
+            return "must be a rate from 0 up to (not including) 1"
+    return None

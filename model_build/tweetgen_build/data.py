@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from tweetgen_build.errors import InputError
+from tweetgen_build.errors import InputError, printable
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -66,7 +66,13 @@ _USER = re.compile(r"@(?<!\w@)[A-Za-z0-9_]+")
 
 _BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 64 * 1024
-_PROBLEM_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# Binary data without NUL bytes: text (UTF-8 or ISO-8859-1) has no control bytes but tab and
+# line breaks, so a few percent of them at the start of a file mean it is not text at all. A
+# stray escape character in a short text file is not enough (its message escapes it instead).
+_BINARY_SNIFF_BYTES = 1024
+_CONTROL_BYTES = frozenset(range(0x20)) - {0x09, 0x0A, 0x0B, 0x0C, 0x0D} | {0x7F}
+_BINARY_SHARE = 0.03
+_BINARY_MIN_CONTROLS = 8
 
 
 class InputFormat(StrEnum):
@@ -128,7 +134,7 @@ def clean_tweet(text: str, options: CleaningOptions = CleaningOptions()) -> str:
 
 def _describe(path: Path) -> str:
     """The path as one printable line, even if its name holds control characters."""
-    return _PROBLEM_CHARS.sub(lambda m: repr(m.group())[1:-1], str(path))
+    return printable(str(path))
 
 
 def _error(path: Path, problem: str) -> InputError:
@@ -160,12 +166,31 @@ def _first_row(first_line: bytes) -> list[str]:
         return []
 
 
+def _is_sentiment140_row(row: list[str]) -> bool:
+    """A row as the distributed Sentiment140 file has it: 6 fields, a numeric target and id.
+
+    Tested before looking for a ``text`` header cell: a tweet that is just "text" must not
+    turn the raw file into a header CSV.
+    """
+    return (
+        len(row) == len(SENTIMENT140_COLUMNS)
+        and row[0].strip().isdigit()
+        and row[1].strip().isdigit()
+    )
+
+
+def _control_bytes(head: bytes) -> int:
+    return sum(byte in _CONTROL_BYTES for byte in head[:_BINARY_SNIFF_BYTES])
+
+
 def detect_format(path: str | os.PathLike[str]) -> InputFormat:
     """Guess a file's format from its first line (and its suffix for ``.txt`` and ``.csv``).
 
-    A header with a ``text`` column means a pandas-style CSV; a row of 6 fields starting with
-    a number (the sentiment target) means the raw Sentiment140 file. A ``.csv`` that is
-    neither is taken as a header CSV so that reading it says what is missing.
+    A row of 6 fields starting with two numbers (the sentiment target and the tweet id) means
+    the raw Sentiment140 file; otherwise a header with a ``text`` column means a pandas-style
+    CSV. A ``.csv`` that is neither is taken as a header CSV (or, starting with a number, as
+    Sentiment140) so that reading it says what is missing. Binary data is refused here: NUL
+    bytes, or more than a few percent of control bytes in the first KiB.
     """
     path = Path(path)
     with _open(path) as handle:
@@ -173,10 +198,19 @@ def detect_format(path: str | os.PathLike[str]) -> InputFormat:
     nul = head.find(b"\0")
     if nul >= 0:
         raise _error(path, f"binary data, not tweets (NUL byte at byte offset {nul})")
+    sniffed = min(len(head), _BINARY_SNIFF_BYTES)
+    controls = _control_bytes(head)
+    if controls >= _BINARY_MIN_CONTROLS and controls > _BINARY_SHARE * sniffed:
+        raise _error(
+            path,
+            f"binary data, not tweets ({controls} control bytes in the first {sniffed} bytes)",
+        )
     suffix = path.suffix.lower()
     if suffix == ".txt" or not head.strip():
         return InputFormat.LINES
     row = _first_row(head.removeprefix(_BOM).split(b"\n", 1)[0])
+    if _is_sentiment140_row(row):
+        return InputFormat.SENTIMENT140
     if any(name.strip().lower() == "text" for name in row):
         return InputFormat.CSV
     starts_with_number = bool(row) and row[0].strip().isdigit()
@@ -246,7 +280,7 @@ def _read_csv(path: Path, handle: BinaryIO) -> Iterator[str]:
         return
     names = [name.strip().lower() for name in header[1]]
     if "text" not in names:
-        shown = ", ".join(header[1])[:200]
+        shown = printable(", ".join(header[1])[:200])
         raise _error(path, f"the header line has no 'text' column (columns: {shown})")
     column = names.index("text")
     for line, row in rows:

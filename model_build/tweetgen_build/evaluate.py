@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import tarfile
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tweetgen_build.data import CleaningOptions
+from tweetgen_build.errors import InputError, check_artifact_path, printable
 from tweetgen_build.ngram import KneserNeyLM
 from tweetgen_build.tokenizer import EOS_ID
 
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
 
 # TensorFlow is imported where it is used: ``evaluate_artifact`` checks its artifact first.
 Signature = Callable[..., "dict[str, tf.Tensor]"]
+# The largest x with a finite math.exp(x).
+_MAX_EXP = math.log(sys.float_info.max)
 
 
 def _right_padded(batch: Sequence[Sequence[int]], limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +56,17 @@ def model_perplexity(
         count += int(mask[:, 1:].sum())
     if count == 0:
         raise ValueError("no tokens to score")
-    return math.exp(-total / count), count
+    return perplexity_of(total, count), count
+
+
+def perplexity_of(total_log_prob: float, tokens: int) -> float:
+    """``exp(-total_log_prob / tokens)``, infinite where that exceeds a float.
+
+    A diverged model scores tokens at log-probabilities of thousands of nats below zero, where
+    ``math.exp`` raises ``OverflowError`` instead of saying how bad the model is.
+    """
+    mean_loss = -total_log_prob / tokens
+    return math.inf if mean_loss >= _MAX_EXP else math.exp(mean_loss)  # NaN stays NaN
 
 
 def ngram_perplexity(
@@ -144,6 +159,23 @@ def offline_metrics(
     }
 
 
+def recorded_cleaning(recorded: dict[str, bool], log: Callable[[str], None]) -> CleaningOptions:
+    """The cleaning options an artifact's metadata records, for this build's cleaning code.
+
+    The metadata schema keeps keys a newer build adds (``validate-artifact`` accepts them), so
+    an option this build does not know is left out with a note rather than a crash: the data
+    fingerprint check then tells whether the recomputed split is the recorded one.
+    """
+    known = {option.name for option in dataclasses.fields(CleaningOptions)}
+    unknown = sorted(set(recorded) - known)
+    if unknown:
+        log(
+            "note: ignoring cleaning options this build does not know:"
+            f" {printable(', '.join(unknown))}; the test split may differ from the recorded one"
+        )
+    return CleaningOptions(**{name: value for name, value in recorded.items() if name in known})
+
+
 def evaluate_artifact(
     archive: Path,
     data: list[Path],
@@ -158,15 +190,12 @@ def evaluate_artifact(
     The split is recomputed with the cleaning options recorded in the artifact; a data
     fingerprint different from the training run's is reported rather than hidden.
     """
-    from tweetgen_build.data import CleaningOptions
-    from tweetgen_build.errors import InputError
     from tweetgen_build.pipeline import EVAL_MAX_LENGTH, prepare_data
     from tweetgen_build.tokenizer import encode_tweets
 
     say = log or (lambda message: print(message, file=sys.stderr, flush=True))
     # Checked before TensorFlow is imported (seconds), which loading the model needs.
-    if not archive.is_file():
-        raise InputError(f"{archive}: no such file")
+    check_artifact_path(archive)
     if not tarfile.is_tarfile(archive):
         raise InputError(f"{archive}: not a tweetgen artifact (not a tar archive)")
     from tweetgen_build.packaging import load_served_model, unpack_artifact
@@ -177,7 +206,7 @@ def evaluate_artifact(
             loaded, metadata, tokenizer = load_served_model(root)
         except (OSError, tarfile.TarError, ValueError) as exc:
             raise InputError(f"{archive}: not a loadable tweetgen artifact ({exc})") from None
-        cleaning = CleaningOptions(**metadata.data.cleaning)
+        cleaning = recorded_cleaning(metadata.data.cleaning, say)
         splits, _ = prepare_data(data, cleaning, max_tweets, say)
         same_data = splits.fingerprint() == metadata.data.sha256
         if not same_data:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import tempfile
 import time
@@ -20,18 +21,21 @@ from tweetgen.domain.artifact import (
     GenerationMetadata,
     TokenizerMetadata,
 )
+from tweetgen.domain.model_key import ModelKey, is_variant_name
 
-from tweetgen_build.configs import GPT2Settings, LSTMConfig
+from tweetgen_build.configs import GPT2Settings, LSTMConfig, setting_problem
 from tweetgen_build.data import CleaningOptions, Splits, load_corpus, split_corpus
-from tweetgen_build.errors import InputError
+from tweetgen_build.errors import InputError, printable
 from tweetgen_build.tokenizer import (
+    EOS_TOKEN,
+    MIN_VOCAB_SIZE,
     encode_tweets,
     eos_id_of,
     load_tokenizer,
     tokenizer_sha256,
     train_tokenizer,
 )
-from tweetgen_build.training import TrainSettings
+from tweetgen_build.training import TrainSettings, pack_windows
 
 ModelKind = Literal["lstm", "gpt2"]
 C = TypeVar("C")
@@ -105,7 +109,8 @@ def expand_inputs(paths: Iterable[Path]) -> list[Path]:
                 p
                 for p in path.iterdir()
                 if p.is_file()
-                and p.suffix in DATA_SUFFIXES
+                # Case-insensitive like a single file's format detection: TWEETS.CSV is a CSV.
+                and p.suffix.lower() in DATA_SUFFIXES
                 and not p.stem.upper().startswith("README")
             )
             if not found:
@@ -137,12 +142,62 @@ def prepare_data(
     return splits, files
 
 
+def _variant_of(options: TrainOptions) -> str:
+    return options.model if options.variant is None else options.variant
+
+
+def check_options(options: TrainOptions) -> None:
+    """Refuse settings the run would fail on late, before any data is read.
+
+    A variant or version that the artifact metadata refuses used to surface as a schema error
+    after the whole training, and a learning rate that is not a positive finite number trains
+    nothing useful (or NaN weights). The names are checked with the rules the metadata schema
+    and the rollout apply (:class:`ModelKey`), so the three cannot drift apart.
+    """
+    variant = _variant_of(options)
+    version = (
+        default_version(options.model, "0" * 64) if options.version is None else options.version
+    )
+    try:
+        ModelKey(variant=variant, version=version)
+    except ValueError as exc:
+        flag = "--version" if is_variant_name(variant) else "--variant"
+        raise InputError(f"{flag}: {printable(str(exc))}") from None
+    rate = options.settings.learning_rate
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, int | float)
+        or not math.isfinite(rate)
+        or rate <= 0
+    ):
+        raise InputError(f"--learning-rate must be a positive finite number, got {rate!r}")
+    seed = options.settings.seed
+    if not 0 <= seed < 2**32:
+        raise InputError(f"--seed must lie between 0 and 2**32 - 1, got {seed}")
+    trains_tokenizer = options.tokenizer is None and not (
+        options.init_from is not None and options.model == "gpt2"
+    )
+    if trains_tokenizer and options.vocab_size < MIN_VOCAB_SIZE:
+        raise InputError(
+            f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + merges),"
+            f" got {options.vocab_size}"
+        )
+
+
 def obtain_tokenizer(options: TrainOptions, splits: Splits, log: Log) -> Tokenizer:
     if options.tokenizer is not None:
+        shown = printable(str(options.tokenizer))
         if not options.tokenizer.is_file():
-            raise InputError(f"{options.tokenizer}: tokenizer file not found")
-        log(f"tokenizer: {options.tokenizer}")
-        return load_tokenizer(options.tokenizer)
+            raise InputError(f"{shown}: tokenizer file not found")
+        log(f"tokenizer: {shown}")
+        tokenizer = load_tokenizer(options.tokenizer)
+        # Every model frames tweets with it: without it encoding fails after TensorFlow loads.
+        if tokenizer.token_to_id(EOS_TOKEN) is None:
+            raise InputError(
+                f"{shown}: the tokenizer has no {EOS_TOKEN} token, which frames every tweet;"
+                " pass a tokenizer.json that tweetgen train wrote"
+            )
+        return tokenizer
     if options.init_from is not None and options.model == "gpt2":
         from tweetgen_build.gpt2 import load_pretrained_tokenizer
 
@@ -175,6 +230,10 @@ def _model_config(cls: type[C], label: str, vocab_size: int, values: dict[str, A
     unknown = sorted(set(values) - names)
     if unknown:
         raise InputError(f"unknown {label} settings {unknown}: known are {sorted(names)}")
+    for name, value in values.items():
+        problem = setting_problem(cls, name, value)  # type: ignore[arg-type]
+        if problem is not None:
+            raise InputError(f"{label} setting --set {name}={printable(repr(value))}: {problem}")
     return cls(vocab_size=vocab_size, **values)  # type: ignore[call-arg]
 
 
@@ -191,7 +250,56 @@ def model_settings(options: TrainOptions, vocab_size: int) -> LSTMConfig | GPT2S
         return _model_config(LSTMConfig, "LSTM", vocab_size, values)
     if options.init_from:
         return None
-    return _model_config(GPT2Settings, "GPT-2", vocab_size, values)
+    gpt2 = _model_config(GPT2Settings, "GPT-2", vocab_size, values)
+    if gpt2.n_embd % gpt2.n_head:
+        # transformers splits the embedding evenly across the attention heads.
+        raise InputError(
+            f"GPT-2 settings: n_embd ({gpt2.n_embd}) must be a multiple of n_head ({gpt2.n_head})"
+        )
+    if gpt2.n_positions < 2:
+        raise InputError("GPT-2 setting n_positions must be at least 2: one token in, one out")
+    return gpt2
+
+
+def context_of(settings: LSTMConfig | GPT2Settings | None) -> int | None:
+    """The context length ``build_model`` will give (None: known once a checkpoint loads)."""
+    if isinstance(settings, LSTMConfig):
+        return LSTM_CONTEXT
+    return None if settings is None else settings.n_positions
+
+
+def training_windows(
+    encoded: dict[str, list[list[int]]], length: int, eos_id: int
+) -> tuple[Any, Any]:
+    """Training and validation windows of ``length`` tokens, or a one-line error.
+
+    Built before TensorFlow is imported where the context length is known: too few tweets for
+    one window is a matter of the data and ``--sequence-length``, not of the model.
+    """
+    windows = []
+    for name in ("train", "validation"):
+        try:
+            windows.append(pack_windows(encoded[name], length, eos_id))
+        except ValueError as exc:
+            raise InputError(
+                f"--sequence-length {length}: the {name} split is too short ({exc}):"
+                " give more tweets (--data, --max-tweets) or a shorter --sequence-length"
+            ) from None
+    return windows[0], windows[1]
+
+
+def refuse_diverged(values: dict[str, float], learning_rate: float) -> None:
+    """A training whose loss or perplexity is not finite is not packaged.
+
+    The artifact schema takes finite metrics only, and a model with infinite perplexity is no
+    candidate for an A/B test: the run ends with a one-line error instead of an artifact.
+    """
+    broken = [f"{name} {value}" for name, value in values.items() if not math.isfinite(value)]
+    if broken:
+        raise InputError(
+            f"training diverged ({', '.join(broken)}); nothing was packaged: train again with"
+            f" a --learning-rate lower than {learning_rate:g}"
+        )
 
 
 def build_model(
@@ -232,14 +340,27 @@ def default_version(kind: str, data_sha: str) -> str:
 def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
     """Train one model and write ``model.tar.gz`` (or the unpacked tree) plus metrics.json.
 
-    The data and the tokenizer come first, before TensorFlow is imported (seconds): bad input
-    is reported at once.
+    The options, the data, the tokenizer, the model settings and the training windows come
+    first, before TensorFlow is imported (seconds): bad input is reported at once.
     """
     started = time.perf_counter()
+    check_options(options)
     splits, files = prepare_data(options.data, options.cleaning, options.max_tweets, log)
     tokenizer = obtain_tokenizer(options, splits, log)
     vocab_size = tokenizer.get_vocab_size()
     model_sizes = model_settings(options, vocab_size)
+    settings = options.settings
+    eos = eos_id_of(tokenizer)
+    encoded = {
+        name: encode_tweets(tokenizer, list(getattr(splits, name)))
+        for name in ("train", "validation", "test")
+    }
+    known_context = context_of(model_sizes)
+    windows = (
+        None
+        if known_context is None
+        else training_windows(encoded, min(settings.sequence_length, known_context - 1), eos)
+    )
 
     import tensorflow as tf
 
@@ -252,25 +373,14 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
         pack_artifact,
         stage_artifact,
     )
-    from tweetgen_build.training import (
-        pack_windows,
-        plot_curve,
-        seed_everything,
-        train_gpt2,
-        train_lstm,
-    )
+    from tweetgen_build.training import plot_curve, seed_everything, train_gpt2, train_lstm
 
-    encoded = {
-        name: encode_tweets(tokenizer, list(getattr(splits, name)))
-        for name in ("train", "validation", "test")
-    }
-    settings = options.settings
     seed_everything(settings.seed)
-    eos = eos_id_of(tokenizer)
     model, serving, model_config, context = build_model(options, model_sizes, vocab_size, eos)
     length = min(settings.sequence_length, context - 1)
-    train_windows = pack_windows(encoded["train"], length, eos)
-    val_windows = pack_windows(encoded["validation"], length, eos)
+    if windows is None:  # --init-from: the checkpoint's context length is known only now
+        windows = training_windows(encoded, length, eos)
+    train_windows, val_windows = windows
     log(
         f"{options.model}: {model.count_params():,} parameters; {len(train_windows):,} training"
         f" windows of {length} tokens; up to {settings.epochs} epochs"
@@ -279,12 +389,15 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
     train_started = time.perf_counter()
     history = fit(model, train_windows, val_windows, settings)
     train_seconds = time.perf_counter() - train_started
+    # Early stopping keeps the best finite epoch; with none, exporting would be wasted time.
+    best_val_loss = min((v for v in history["val_loss"] if math.isfinite(v)), default=math.nan)
+    refuse_diverged({"best val_loss": best_val_loss}, settings.learning_rate)
 
     data_sha = splits.fingerprint()
     metadata = ArtifactMetadata(
         schema_version=1,
         kind=options.model,
-        variant=options.variant or options.model,
+        variant=_variant_of(options),
         version=options.version or default_version(options.model, data_sha),
         created=datetime.now(UTC),
         model_name=MODEL_NAME,
@@ -332,7 +445,7 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
             seed=settings.seed,
             eos_id=eos,
         )
-        metrics["best_val_loss"] = min(history["val_loss"])
+        metrics["best_val_loss"] = best_val_loss
         metrics["epochs_trained"] = float(len(history["loss"]))
         metrics["train_seconds"] = train_seconds
         metrics["train_tokens_per_second"] = (
@@ -340,6 +453,7 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
             if train_seconds
             else 0.0
         )
+        refuse_diverged(metrics, settings.learning_rate)
         metadata = metadata.model_copy(update={"metrics": metrics})
         (stage / "metadata.json").write_text(
             metadata.model_dump_json(indent=2) + "\n", encoding="utf-8"

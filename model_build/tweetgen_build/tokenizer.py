@@ -9,19 +9,24 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tweetgen_build.data import URL_TOKEN, USER_TOKEN
+from tweetgen_build.errors import InputError, error_line, printable
 
 EOS_TOKEN = "<|endoftext|>"
 # The end-of-text token doubles as start-of-text and padding, as in GPT-2.
 EOS_ID = 0
 PLACEHOLDER_TOKENS = (URL_TOKEN, USER_TOKEN)
+# Byte-level BPE starts from the 256 byte tokens; fewer leaves no room for any merge.
+MIN_VOCAB_SIZE = 300
 
 
 def train_tokenizer(
     texts: Iterable[str], *, vocab_size: int = 8000, min_frequency: int = 2
 ) -> Tokenizer:
     """Train a byte-level BPE tokenizer; the same texts always give the same tokenizer."""
-    if vocab_size < 300:
-        raise ValueError(f"vocab_size must be at least 300 (256 bytes + merges), got {vocab_size}")
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(
+            f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 bytes + merges), got {vocab_size}"
+        )
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -43,7 +48,18 @@ def train_tokenizer(
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    return Tokenizer.from_file(str(path))
+    """A saved ``tokenizer.json``; anything else is an :class:`InputError` naming the file.
+
+    The tokenizers library raises a bare ``Exception`` for a file that is not tokenizer JSON,
+    which would reach the user as a traceback.
+    """
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise InputError(
+            f"{printable(str(path))}: not a tokenizer JSON file ({printable(error_line(exc))});"
+            " pass a tokenizer.json that tweetgen train wrote"
+        ) from None
 
 
 def tokenizer_sha256(tokenizer: Tokenizer) -> str:

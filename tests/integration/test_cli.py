@@ -161,6 +161,21 @@ TRAIN = ["train", "--data", "tweets.txt", "--out", "out", "--vocab-size", "300"]
         ([*TRAIN, "--model", "lstm", "--preset", "tiny", "--set", "wings=2"], "wings"),
         ([*TRAIN, "--model", "gpt2", "--data", "missing.csv"], "missing.csv"),
         (["evaluate", "model.tar.gz", "--data", "tweets.txt"], "not a tar archive"),
+        # Settings that used to fail only after the training, or with a traceback.
+        ([*TRAIN, "--model", "lstm", "--variant", "bad_variant!"], "--variant"),
+        ([*TRAIN, "--model", "gpt2", "--version", "v1/x"], "--version"),
+        ([*TRAIN, "--model", "lstm", "--learning-rate", "nan"], "--learning-rate"),
+        ([*TRAIN, "--model", "lstm", "--learning-rate", "0"], "--learning-rate"),
+        ([*TRAIN, "--model", "lstm", "--vocab-size", "10"], "--vocab-size"),
+        ([*TRAIN, "--model", "lstm", "--set", "units=abc"], "units='abc'"),
+        ([*TRAIN, "--model", "gpt2", "--tokenizer", "tweets.txt"], "not a tokenizer JSON"),
+        ([*TRAIN, "--model", "gpt2", "--tokenizer", "noeos.json"], "<|endoftext|>"),
+        (
+            [*TRAIN, "--model", "lstm", "--max-tweets", "60", "--sequence-length", "250"],
+            "--sequence-length 250",
+        ),
+        (["evaluate", ".", "--data", "tweets.txt"], "is a directory"),
+        (["validate-artifact", "."], "is a directory"),
     ],
 )
 def test_bad_input_is_reported_before_tensorflow_is_imported(
@@ -170,6 +185,9 @@ def test_bad_input_is_reported_before_tensorflow_is_imported(
         "".join(f"tweet number {i} about the weather\n" for i in range(300)), encoding="utf-8"
     )
     (tmp_path / "model.tar.gz").write_bytes(b"not a tarball")
+    (tmp_path / "noeos.json").write_text(
+        '{"version":"1.0","model":{"type":"BPE","vocab":{"a":0},"merges":[]}}', encoding="utf-8"
+    )
     probe = (
         "import sys\n"
         "from tweetgen_local.cli import main\n"
@@ -186,3 +204,6 @@ def test_bad_input_is_reported_before_tensorflow_is_imported(
     )
     assert done.stdout.strip() == "2 []", done.stdout + done.stderr
     assert problem in done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("tweetgen: error:")]
+    assert len(errors) == 1 and problem in errors[0], done.stderr

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 
 import pytest
-from tweetgen_build.cli import Command, run
+from tweetgen_build import pipeline
+from tweetgen_build.cli import Command, add_train_arguments, run, train_command, validate_command
 from tweetgen_build.errors import InputError, ServingMismatch
 
 
@@ -32,3 +35,44 @@ def test_a_failed_command_ends_with_one_line_and_its_status(
 ) -> None:
     assert run(_failing(exc), argparse.Namespace()) == status
     assert capsys.readouterr().err == line + "\n"
+
+
+def _train_args(*extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    return parser.parse_args(["--model", "lstm", "--data", "tweets.txt", "--out", "out", *extra])
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [(None, 2e-3), ("0", 0.0), ("1e-4", 1e-4), ("nan", math.nan)]
+)
+def test_only_a_missing_learning_rate_takes_the_default(
+    given: str | None, expected: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[float] = []
+    monkeypatch.setattr(
+        pipeline, "run_training", lambda options: taken.append(options.settings.learning_rate)
+    )
+    args = _train_args() if given is None else _train_args("--learning-rate", given)
+    assert train_command(args) == 0
+    assert taken == [pytest.approx(expected, nan_ok=True)]
+
+
+def test_a_zero_learning_rate_is_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # tweets.txt does not exist: the setting is refused before any data is read.
+    assert run(train_command, _train_args("--learning-rate", "0")) == 2
+    assert capsys.readouterr().err == (
+        "tweetgen: error: --learning-rate must be a positive finite number, got 0.0\n"
+    )
+
+
+def test_validate_artifact_on_a_directory_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = argparse.Namespace(path=tmp_path, variant=None, allow_xla=False)
+    assert run(validate_command, args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"tweetgen: error: {tmp_path}: is a directory; a model.tar.gz is expected"
+    )
+    assert err.count("\n") == 1

@@ -200,10 +200,19 @@ def test_lines_are_read_as_utf8_with_blank_lines_counted_empty(tmp_path: Path) -
         ("tweets.txt", raw_row("hello"), InputFormat.LINES),
         ("tweets.txt", "text\n", InputFormat.LINES),
         ("empty.csv", "", InputFormat.LINES),
+        # A raw file whose first tweet is the word "text" is no header CSV.
+        ("tweets.csv", raw_row("text", target="0"), InputFormat.SENTIMENT140),
+        ("tweets", raw_row("TEXT", target="0"), InputFormat.SENTIMENT140),
+        ("UPPER.CSV", raw_row("hello"), InputFormat.SENTIMENT140),
     ],
 )
 def test_format_detection(tmp_path: Path, name: str, content: str, expected: InputFormat) -> None:
     assert detect_format(write(tmp_path / name, content)) is expected
+
+
+def test_raw_file_whose_first_tweet_is_text_keeps_every_tweet(tmp_path: Path) -> None:
+    path = write(tmp_path / "raw.csv", (raw_row("text", "0") + raw_row("second", "4")).encode())
+    assert load_corpus([path]).texts == ("text", "second")
 
 
 def test_caller_can_force_the_format(tmp_path: Path) -> None:
@@ -505,3 +514,28 @@ def test_undecodable_utf8(tmp_path: Path, name: str, content: bytes, where: str)
 
 def test_control_characters_in_a_file_name_stay_on_one_line(tmp_path: Path) -> None:
     raises_one_line(tmp_path / "two\nlines.txt", "two\\nlines.txt", "no such file")
+
+
+def test_binary_data_without_nul_bytes(tmp_path: Path) -> None:
+    path = write(tmp_path / "binary.csv", bytes(range(1, 256)) * 10)
+    raises_one_line(path, "binary.csv", "binary data, not tweets", "control bytes")
+
+
+def test_a_stray_control_character_is_no_binary_data(tmp_path: Path) -> None:
+    path = write(tmp_path / "escape.txt", "a tweet with an \x1b escape\nand one without\n")
+    assert load_corpus([path]).texts == ("a tweet with an \x1b escape", "and one without")
+
+
+@pytest.mark.parametrize(
+    ("header", "shown"),
+    [
+        ('"col\nname",x', "col\\nname, x"),
+        ('"red\x1b[31m",x', "red\\x1b[31m, x"),
+        ('"next\u0085line",x', "next\\x85line, x"),
+        ('"sep\u2028line",x', "sep\\u2028line, x"),
+    ],
+)
+def test_header_cells_are_escaped_onto_one_line(tmp_path: Path, header: str, shown: str) -> None:
+    path = write(tmp_path / "header.csv", f"{header}\n1,2\n")
+    message = raises_one_line(path, "no 'text' column", shown)
+    assert len(message.splitlines()) == 1
