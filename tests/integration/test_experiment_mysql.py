@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from moto import mock_aws
-from sqlalchemy import MetaData, event, insert, select
+from sqlalchemy import MetaData, event, insert, inspect, select
 from tweetgen.adapters.database import Database, create_engine, migrate, schema
-from tweetgen.adapters.database.migrations import MIGRATIONS, v0001_initial
+from tweetgen.adapters.database.migrations import MIGRATIONS, v0001_initial, v0003_latest_feedback
 from tweetgen.adapters.sagemaker import SageMakerEndpoints
 from tweetgen.domain.experiment import ExperimentSettings
 from tweetgen.services.experiment import AggregationSettings, aggregate, run_experiment
@@ -114,7 +114,7 @@ def test_the_engine_decides_and_applies_on_mysql(
     assert stored_buckets(db) == expected_buckets(writer.events)
 
 
-def test_migration_2_keeps_the_rows_of_the_first_schema(mysql_databases: URLFactory) -> None:
+def test_migrations_2_and_3_keep_the_rows_of_the_first_schema(mysql_databases: URLFactory) -> None:
     url = mysql_databases()
     engine = create_engine(url)
     created = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -160,8 +160,13 @@ def test_migration_2_keeps_the_rows_of_the_first_schema(mysql_databases: URLFact
                     created_at=created,
                 )
             )
-        assert migrate(engine) == [2]
+        assert migrate(engine, MIGRATIONS[:2]) == [2]
+        assert migrate(engine) == [3]
         assert migrate(engine) == []
+        indexes = {i["name"] for i in inspect(engine).get_indexes("feedback")}
+        assert "ix_feedback_latest" in indexes and "ix_feedback_aggregation" not in indexes
+        with engine.begin() as connection:  # a run cut short re-runs (MySQL commits each DDL)
+            v0003_latest_feedback.upgrade(connection)
     finally:
         engine.dispose()
     db = Database.from_url(url)

@@ -44,7 +44,8 @@ class Events:
     """What a test wrote, for the reference: first delivery of each id wins."""
 
     generations: dict[str, tuple[str, datetime, float]] = field(default_factory=dict)
-    feedback: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: feedback id: (generation id, reward, created_at)
+    feedback: dict[str, tuple[str, float, datetime]] = field(default_factory=dict)
     failures: dict[str, tuple[str, datetime]] = field(default_factory=dict)
 
 
@@ -104,10 +105,12 @@ class Writer:
         return [row["feedback_id"] for row in rows]
 
     def write_feedback(self, rows: list[dict[str, Any]]) -> None:
+        # Stamped here, not by the repository, so the reference knows which post came last.
+        rows = [{"created_at": datetime.now(UTC), **row} for row in rows]
         self.db.feedback.record_many(rows)
         for row in rows:
             self.events.feedback.setdefault(
-                row["feedback_id"], (row["generation_id"], row["reward"])
+                row["feedback_id"], (row["generation_id"], row["reward"], row["created_at"])
             )
 
     def failures(self, count: int, variant: str, *, start: datetime = T0) -> list[dict[str, Any]]:
@@ -148,7 +151,14 @@ def expected_buckets(events: Events) -> dict[tuple[str, datetime], dict[str, Any
         figures = bucket(variant, created)
         figures["served"] += 1
         figures["errors"] += 1
-    for generation_id, reward in events.feedback.values():
+    # One feedback counts per generation: its latest post (ties by feedback id).
+    latest: dict[str, tuple[datetime, str, float]] = {}
+    for feedback_id, (generation_id, reward, created) in events.feedback.items():
+        latest[generation_id] = max(
+            latest.get(generation_id, (created, feedback_id, reward)),
+            (created, feedback_id, reward),
+        )
+    for generation_id, (_, _, reward) in latest.items():
         generation = events.generations.get(generation_id)
         if generation is None:
             continue  # counted once its generation is recorded
@@ -310,6 +320,47 @@ class AggregationContract:
         assert (figures["feedback_count"], figures["positive_count"]) == (1, 1)
         assert figures["served"] == 1  # the bucket is of the generation, three hours back
 
+    def test_a_generation_counts_its_latest_feedback_only(self, db: Database) -> None:
+        writer = Writer(db)
+        liked, other = writer.generations(2, spread_s=1)
+        posts = [("alice", 1.0), ("alice", 1.0), ("alice", 0.0), ("mallory", 1.0), ("alice", 0.0)]
+        for i, (user, reward) in enumerate(posts):
+            writer.write_feedback(
+                [
+                    {
+                        "feedback_id": f"post-{i}",
+                        "generation_id": liked,
+                        "reward": reward,
+                        "raw_value": "like" if reward else "dislike",
+                        "user_id": user,
+                        "created_at": T0 + timedelta(minutes=40 + i),
+                    }
+                ]
+            )
+        writer.feedback([other])
+        aggregate(db.metrics, NO_OVERLAP)
+        totals = stored_buckets(db)
+        assert sum(b["feedback_count"] for b in totals.values()) == 2  # one per generation
+        variant, created, _ = writer.events.generations[liked]
+        mine = totals[(variant, bucket_start(bucket_index(created)))]
+        # The last post, a dislike, stands for the generation; every post stays stored.
+        assert mine["reward_sum"] <= 1.0 and totals == expected_buckets(writer.events)
+        assert all(db.feedback.get(f"post-{i}") is not None for i in range(len(posts)))
+        # A change of mind after a run: the next run counts the new opinion instead.
+        writer.write_feedback(
+            [
+                {
+                    "feedback_id": "post-last",
+                    "generation_id": liked,
+                    "reward": 1.0,
+                    "raw_value": "like",
+                    "created_at": T0 + timedelta(hours=2),
+                }
+            ]
+        )
+        aggregate(db.metrics, NO_OVERLAP)
+        assert stored_buckets(db) == expected_buckets(writer.events) == full_recomputation(db)
+
     def test_feedback_before_its_generation_counts_once_both_exist(self, db: Database) -> None:
         writer = Writer(db)
         writer.generations(10)
@@ -366,7 +417,7 @@ class AggregationContract:
                     generation_created_at=None,
                 )
             )
-        writer.events.feedback["f-raced"] = (generation, 1.0)
+        writer.events.feedback["f-raced"] = (generation, 1.0, T0)
         report = aggregate(db.metrics, NO_OVERLAP)
         assert report.rows_read["attributed"] == 1
         assert stored_buckets(db) == expected_buckets(writer.events)

@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.types import TypeEngine
 
 from tweetgen.domain.aggregation import (
     LATENCY_BINS_PER_E,
@@ -400,15 +401,42 @@ class MetricsRepository(_Repository):
         seconds: int,
     ) -> Iterator[tuple[int, int, int, float]]:
         where, params = self._ranges("generation_created_at", variant, runs, seconds)
-        query = text(
-            f"SELECT {self._bucket_sql('generation_created_at', seconds)} AS b,"
-            f" COUNT(*) AS n, SUM(CASE WHEN reward >= {float(POSITIVE_REWARD)!r} THEN 1 ELSE 0"
+        bucket_sql = self._bucket_sql("generation_created_at", seconds)
+        figures = (
+            f"COUNT(*) AS n, SUM(CASE WHEN reward >= {float(POSITIVE_REWARD)!r} THEN 1 ELSE 0"
             " END) AS positive, SUM(reward) AS reward_sum"
-            f" FROM feedback WHERE {where} GROUP BY b"
+        )
+        # Every post of the buckets, read from the covering index alone...
+        every = text(
+            f"SELECT {bucket_sql} AS b, {figures} FROM feedback WHERE {where} GROUP BY b"
         ).bindparams(*params)
-        typed = query.columns(b=Integer(), n=Integer(), positive=Integer(), reward_sum=Float())
-        for bucket, n, positive, reward in connection.execute(typed):
-            yield int(bucket), int(n), int(positive or 0), float(reward or 0.0)
+        # ...less the posts that a later one of the same generation replaces: one feedback
+        # counts per generation, its latest (ties by id), so a user's change of mind replaces
+        # their earlier opinion and posting again and again cannot inflate a variant's figures
+        # (every post stays stored). A generation's feedback all lies in its bucket, and only
+        # the few generations with more than one post are ranked.
+        replaced = text(
+            f"SELECT b, {figures} FROM (SELECT {bucket_sql} AS b, reward, ROW_NUMBER() OVER"
+            " (PARTITION BY generation_id ORDER BY created_at DESC, id DESC) AS nth"
+            f" FROM feedback WHERE {where} AND generation_id IN (SELECT generation_id FROM"
+            f" feedback WHERE {where} GROUP BY generation_created_at, generation_id"
+            " HAVING COUNT(*) > 1)) AS posts WHERE nth > 1 GROUP BY b"
+        ).bindparams(*params)
+        columns: dict[str, TypeEngine[Any]] = {
+            "b": Integer(),
+            "n": Integer(),
+            "positive": Integer(),
+            "reward_sum": Float(),
+        }
+        totals: dict[int, list[float]] = {}
+        for sign, query in ((1, every), (-1, replaced)):
+            for bucket, n, positive, reward in connection.execute(query.columns(**columns)):
+                total = totals.setdefault(int(bucket), [0, 0, 0.0])
+                total[0] += sign * int(n)
+                total[1] += sign * int(positive or 0)
+                total[2] += sign * float(reward or 0.0)
+        for bucket, (n, positive, reward) in totals.items():
+            yield bucket, int(n), int(positive), reward
 
     def _write_buckets(
         self, connection: Connection, buckets: Mapping[Key, _Bucket], seconds: int, now: datetime

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-from .migrations import schema_migrations, v0001_initial, v0002_experiment
+from .migrations import (
+    schema_migrations,
+    v0001_initial,
+    v0002_experiment,
+    v0003_latest_feedback,
+)
 
 __all__ = [
     "aggregation_state",
@@ -26,6 +31,7 @@ __all__ = [
 metadata = MetaData()
 v0001_initial.define(metadata)
 v0002_experiment.define(metadata)
+v0003_latest_feedback.define(metadata)
 
 model_versions = metadata.tables["model_versions"]
 rollouts = metadata.tables["rollouts"]

@@ -19,7 +19,7 @@ from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Ta
 
 from ..columns import MYSQL_TABLE_OPTIONS, UTCDateTime
 from ..engine import SQLITE_BEGIN_OPTION, has_transaction_control, is_mysql
-from . import v0001_initial, v0002_experiment
+from . import v0001_initial, v0002_experiment, v0003_latest_feedback
 
 __all__ = [
     "MIGRATIONS",
@@ -48,6 +48,9 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(v0001_initial.VERSION, v0001_initial.NAME, v0001_initial.upgrade),
     Migration(v0002_experiment.VERSION, v0002_experiment.NAME, v0002_experiment.upgrade),
+    Migration(
+        v0003_latest_feedback.VERSION, v0003_latest_feedback.NAME, v0003_latest_feedback.upgrade
+    ),
 )
 
 # Bookkeeping of the migrations themselves; its shape never changes, so no step creates it.
