@@ -91,7 +91,9 @@ def unpack_artifact(archive: Path, dest: Path) -> Path:
 def read_metadata(archive: Path) -> ArtifactMetadata:
     with tarfile.open(archive, mode="r:gz") as tar:
         for member in tar:
-            if member.name.lstrip("./") == "metadata.json" and member.isfile():
+            # The archive's own metadata.json (written "./metadata.json" or "metadata.json"),
+            # never a member whose name only ends like it ("../metadata.json").
+            if member.name.removeprefix("./") == "metadata.json" and member.isfile():
                 handle = tar.extractfile(member)
                 if handle is not None:
                     return ArtifactMetadata.model_validate_json(handle.read())

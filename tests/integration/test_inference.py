@@ -151,6 +151,20 @@ def test_the_artifact_marks_refusals_as_the_service_reads_them(unpacked: dict[st
     assert module.REFUSAL_PREFIX == MODEL_REFUSAL_PREFIX
 
 
+def test_a_character_cut_by_max_new_tokens_is_left_out(unpacked: dict[str, Path]) -> None:
+    module = _inference_module(unpacked["lstm"])
+    _, tokenizer = module._model_files()
+    ids = tokenizer.encode("ok \N{PARTY POPPER}").ids
+    ok = tokenizer.encode("ok ").ids
+    assert len(ids) > len(ok) + 1  # the emoji takes several byte-level tokens
+    assert module.decode_text(ids, tokenizer) == "ok \N{PARTY POPPER}"
+    for cut in range(len(ok) + 1, len(ids)):  # a generation that stopped inside the emoji
+        assert module.decode_text(ids[:cut], tokenizer) == "ok "
+    # Replacement characters inside the text are the model's own, and kept.
+    inside = tokenizer.encode("no \ufffd here").ids
+    assert module.decode_text(inside, tokenizer) == "no \ufffd here"
+
+
 def test_a_null_parameters_object_takes_the_defaults(served: ServedModel) -> None:
     status, answer = _invoke(served, {"inputs": "i love", "parameters": None})
     assert status == 200 and len(answer) == 1 and "generated_text" in answer[0]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,24 @@ def _prompts(tokenizer_path: Path) -> list[list[int]]:
     tok = Tokenizer.from_file(str(tokenizer_path))
     texts = ["i love my", "today is the best day of", "ugh", "<user> thanks for the"]
     return [[0, *tok.encode(t).ids] for t in texts]
+
+
+def test_metadata_is_read_from_the_archive_root_only(
+    tiny_run: dict[str, Path], tmp_path: Path
+) -> None:
+    from tweetgen_build.packaging import read_metadata
+
+    with tarfile.open(tiny_run["lstm"], "r:gz") as tar:
+        (member,) = [m for m in tar if m.name.removeprefix("./") == "metadata.json"]
+        content = tar.extractfile(member).read()  # type: ignore[union-attr]
+    outside = tmp_path / "outside.tar.gz"
+    with tarfile.open(outside, "w:gz") as tar:
+        info = tarfile.TarInfo("../metadata.json")
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    with pytest.raises(FileNotFoundError, match=r"no metadata\.json"):
+        read_metadata(outside)
+    assert read_metadata(tiny_run["lstm"]).kind == "lstm"
 
 
 def test_training_writes_metrics_curve_and_shared_fingerprints(tiny_run: dict[str, Path]) -> None:

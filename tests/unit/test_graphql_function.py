@@ -23,11 +23,17 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from tweetgen.adapters import appsync
 from tweetgen.adapters.database import Database
 from tweetgen.domain.experiment import ExperimentSettings, VariantSnapshot, decide
 from tweetgen.domain.serving import GenerateRequest, GenerationIds
 from tweetgen.services.experiment import aggregate
-from tweetgen.services.serving import parse_event
+from tweetgen.services.serving import (
+    ModelRefusedRequest,
+    QueueError,
+    RequestRejected,
+    parse_event,
+)
 from tweetgen_local.functions import InvocationResult, LambdaContext, error_shape
 from tweetgen_local.graphql_server import (
     FieldBinding,
@@ -233,6 +239,15 @@ def test_generate_arguments_are_checked_before_the_endpoint_is_asked(
 ) -> None:
     error = _error(api.graphql(GENERATE, variables))
     assert error["errorType"] == "RequestRejected" and message in error["message"], error
+
+
+def test_a_request_the_model_refused_reaches_graphql_as_a_rejected_request() -> None:
+    refused = ModelRefusedRequest("the model refused the request", ["prompt too long: 160 tokens"])
+    error = appsync.as_refusal(refused)
+    assert type(error) is RequestRejected
+    assert str(error) == "the model refused the request: prompt too long: 160 tokens"
+    # The other documented error types keep their names.
+    assert type(appsync.as_refusal(QueueError("the queue refused"))) is QueueError
 
 
 def test_generate_without_an_endpoint_is_unavailable_and_nothing_is_queued(api: Api) -> None:

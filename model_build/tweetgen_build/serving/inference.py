@@ -178,10 +178,31 @@ def build_predict_request(
     }
 
 
+# A UTF-8 character is at most 4 bytes, and every byte-level token holds at least one.
+_MAX_TOKENS_PER_CHARACTER = 4
+
+
+def decode_text(ids: list[int], tokenizer: Tokenizer) -> str:
+    """The text of ``ids``, without a character that the last tokens only began.
+
+    ``max_new_tokens`` can cut a character between its bytes, which would decode as U+FFFD at
+    the end of the text; the tokens of such an unfinished character are left out (and so is a
+    replacement character the model made whole at the very end: it shows nothing either).
+    """
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    for cut in range(1, min(_MAX_TOKENS_PER_CHARACTER, len(ids)) + 1):
+        if not text.endswith("\ufffd"):
+            break
+        shorter = tokenizer.decode(ids[:-cut], skip_special_tokens=True)
+        if not shorter.endswith("\ufffd"):
+            return shorter
+    return text
+
+
 def decode_outputs(outputs: dict[str, Any], tokenizer: Tokenizer) -> list[dict[str, str]]:
     ids, lengths = outputs["generated_ids"], outputs["lengths"]
     return [
-        {"generated_text": tokenizer.decode(row[:n], skip_special_tokens=True)}
+        {"generated_text": decode_text(list(row[:n]), tokenizer)}
         for row, n in zip(ids, lengths, strict=True)
     ]
 

@@ -68,10 +68,15 @@ class InternalFailure(Exception):
 
 
 def as_refusal(error: ServiceError) -> ServiceError:
-    """The same error with its details in the message: AppSync shows only the message."""
+    """The same error with its details in the message: AppSync shows only the message.
+
+    A request the model refused (``ModelRefusedRequest``) is a ``RequestRejected`` here, one of
+    the error types the schema documents, as it is a 422 to a REST client.
+    """
+    kind = RequestRejected if isinstance(error, RequestRejected) else type(error)
     if not error.details:
-        return error
-    return type(error)(f"{error.reason}: {'; '.join(error.details)}", error.details)
+        return error if kind is type(error) else kind(error.reason)
+    return kind(f"{error.reason}: {'; '.join(error.details)}", error.details)
 
 
 def _rejected(error: ValidationError, names: Mapping[str, str]) -> RequestRejected:
