@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= ../shared/data/sentiment140
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
+# TensorFlow's start-up chatter (CUDA probing on CPU machines) hidden, as the tweetgen command does.
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 # AWS SAM CLI and cfn-lint live in their own environment: aws-sam-cli pins boto3, click and
 # pydantic versions that differ from the project's. tests/unit/test_template_lint.py runs SAM_CLI.
 SAM_VENV ?= .venv-sam
