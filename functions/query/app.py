@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from tweetgen import coldstart
 from tweetgen.adapters import sagemaker
 from tweetgen.adapters.api import error_response, json_response, new_resolver
-from tweetgen.adapters.database import Database
+from tweetgen.adapters.database import Database, is_unreachable
 from tweetgen.adapters.tracing import new_tracer
 from tweetgen.services.errors import ServiceUnavailable, UnknownGeneration
 from tweetgen.services.experiment import experiment_status
@@ -52,7 +52,10 @@ RETRY_AFTER_S = 5
 @app.exception_handler(OperationalError)
 def database_unreachable(error: OperationalError):
     # Aurora Serverless resuming from a pause, a failover or a network problem: the client may
-    # ask again shortly (feedback and generations are queued meanwhile, never lost).
+    # ask again shortly (feedback and generations are queued meanwhile, never lost). Any other
+    # error (a statement the schema refuses) is a fault, not a reason to retry.
+    if not is_unreachable(error):
+        raise error
     logger.warning("the database is unreachable", extra={"reason": str(error.orig)})
     return error_response(
         503,

@@ -155,7 +155,6 @@ def test_sql_injection_strings_are_stored_literally(api: Api) -> None:
     assert answer.status_code == 422 and "body.user_id" in answer.text
 
 
-# Last in this module: it takes the stack's SageMaker runtime down.
 def _failures(api: Api) -> int:
     with api.db.engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(failures)).scalar_one())
@@ -192,6 +191,7 @@ def test_a_prompt_too_long_for_the_model_is_a_422_not_counted_against_its_varian
     assert _failures(api) == before
 
 
+# Last in this module: it takes the stack's SageMaker runtime down.
 def test_an_endpoint_that_does_not_answer_is_a_502_and_nothing_is_recorded(api: Api) -> None:
     before = api.db.generations.variant_totals()
     api.stack.runtime.close()  # the endpoint stops answering (connection refused)

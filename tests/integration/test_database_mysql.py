@@ -29,6 +29,7 @@ from tweetgen.adapters.database import (
     applied_versions,
     create_engine,
     dispose_engines,
+    is_unreachable,
     migrate,
     schema,
 )
@@ -36,6 +37,7 @@ from tweetgen.adapters.database.migrations import schema_lock_name
 
 from tests.integration.conftest import ADMIN_URL, URLFactory
 from tests.unit.test_database import DatabaseContract, record_generation
+from tests.unit.test_handler_imports import unreachable_database_url
 
 pytestmark = pytest.mark.mysql
 
@@ -222,3 +224,15 @@ def test_credentials_come_from_the_secret_and_follow_its_rotation(
         dispose_engines()
         with mysql_admin.connect() as admin:
             admin.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
+
+
+def test_only_errors_of_reaching_the_server_count_as_unreachable(session_url: str) -> None:
+    db = Database.from_url(session_url)
+    # MySQL 1054 (unknown column), raised as an OperationalError too.
+    with pytest.raises(OperationalError) as wrong, db.engine.connect() as connection:
+        connection.execute(text("SELECT no_such_column FROM schema_migrations"))
+    assert not is_unreachable(wrong.value)
+    down = Database.from_url(unreachable_database_url())
+    with pytest.raises(OperationalError) as refused:
+        down.generations.get("any")
+    assert is_unreachable(refused.value)

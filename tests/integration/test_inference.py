@@ -154,15 +154,20 @@ def test_the_artifact_marks_refusals_as_the_service_reads_them(unpacked: dict[st
 def test_a_character_cut_by_max_new_tokens_is_left_out(unpacked: dict[str, Path]) -> None:
     module = _inference_module(unpacked["lstm"])
     _, tokenizer = module._model_files()
-    ids = tokenizer.encode("ok \N{PARTY POPPER}").ids
-    ok = tokenizer.encode("ok ").ids
-    assert len(ids) > len(ok) + 1  # the emoji takes several byte-level tokens
-    assert module.decode_text(ids, tokenizer) == "ok \N{PARTY POPPER}"
-    for cut in range(len(ok) + 1, len(ids)):  # a generation that stopped inside the emoji
-        assert module.decode_text(ids[:cut], tokenizer) == "ok "
-    # Replacement characters inside the text are the model's own, and kept.
-    inside = tokenizer.encode("no \ufffd here").ids
-    assert module.decode_text(inside, tokenizer) == "no \ufffd here"
+    text = "ok x\N{PARTY POPPER}"
+    ids = tokenizer.encode(text).ids
+    # The byte-level symbols read back as the text's own bytes.
+    symbols = "".join(tokenizer.id_to_token(i) for i in ids)
+    assert bytes(module._BYTE_OF_SYMBOL[c] for c in symbols) == text.encode()
+    assert module.decode_text(ids, tokenizer) == text
+    for cut in range(1, len(ids)):  # a generation that stopped anywhere before the end
+        lossy = tokenizer.decode(ids[:cut], skip_special_tokens=True)
+        # Only the unfinished emoji goes: whatever else its token holds ("x") stays.
+        assert module.decode_text(ids[:cut], tokenizer) == lossy.removesuffix("\ufffd")
+        assert text.startswith(lossy.removesuffix("\ufffd"))
+    # Replacement characters the model generated whole are its own, and kept.
+    for kept in ("no \ufffd here", "no \ufffd"):
+        assert module.decode_text(tokenizer.encode(kept).ids, tokenizer) == kept
 
 
 def test_a_null_parameters_object_takes_the_defaults(served: ServedModel) -> None:
@@ -194,8 +199,14 @@ def test_too_many_inputs_and_too_long_prompts_are_refused(served: ServedModel) -
 def test_unsupported_accept_type_is_refused(served: ServedModel) -> None:
     status, answer = _invoke(served, {"inputs": "hi"}, accept="text/csv")
     assert status == 500 and "accept" in answer["error"]
-    status, answer = _invoke(served, {"inputs": "hi"}, accept="application/json;q=0, text/csv")
-    assert status == 500 and "accept" in answer["error"]
+    for refusing in (
+        "application/json;q=0, text/csv",
+        "application/json;q=0, */*",  # the most specific range decides
+        "*/*;q=0.5, application/json;q=0",
+        "application/json;q=0., application/*;q=0.5",
+    ):
+        status, answer = _invoke(served, {"inputs": "hi"}, accept=refusing)
+        assert status == 500 and "accept" in answer["error"], refusing
 
 
 @pytest.mark.parametrize(
@@ -206,6 +217,8 @@ def test_unsupported_accept_type_is_refused(served: ServedModel) -> None:
         "Application/JSON",
         "application/*",
         "*/*",
+        "application/*;q=0, application/json",
+        "text/plain;q=1, application/json; q = 0.1",
     ],
 )
 def test_accept_headers_that_admit_json_are_served(served: ServedModel, accept: str) -> None:

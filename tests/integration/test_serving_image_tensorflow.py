@@ -59,7 +59,7 @@ def serving_image_release() -> str:
 
 @pytest.fixture(scope="module")
 def serving_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Python with the serving image's TensorFlow (CPU build) and this project's tokenizers."""
+    """A Python with the serving image's TensorFlow (CPU build)."""
     venv = tmp_path_factory.mktemp("serving-tensorflow") / "venv"
     uv = Path(sys.executable).parent / "uv"  # the Makefile installs uv into the environment
     subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, venv], check=True)
@@ -73,7 +73,6 @@ def serving_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--python",
             python,
             f"tensorflow-cpu=={serving_image_release()}.*",
-            f"tokenizers=={tokenizers.__version__}",
         ],
         capture_output=True,
         text=True,

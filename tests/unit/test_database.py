@@ -26,7 +26,7 @@ import boto3
 import pytest
 from moto import mock_aws
 from sqlalchemy import Connection, Engine, delete, func, inspect, select, text
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from tweetgen.adapters.database import (
     MIGRATIONS,
     Database,
@@ -37,6 +37,7 @@ from tweetgen.adapters.database import (
     applied_versions,
     create_engine,
     dispose_engines,
+    is_unreachable,
     migrate,
     schema,
 )
@@ -721,3 +722,16 @@ def test_a_secret_without_credentials_is_refused(aws: Any) -> None:
         Database.from_environment(
             {"DATABASE_SECRET_ARN": arn, "DATABASE_HOST": "h", "DATABASE_NAME": "d"}
         )
+
+
+def test_a_sqlite_file_that_cannot_be_opened_is_unreachable_a_bad_statement_is_not(
+    tmp_path: Path,
+) -> None:
+    missing = Database.from_url(f"sqlite:///{tmp_path}")  # a folder, not a database file
+    with pytest.raises(OperationalError) as unopened:
+        missing.generations.get("any")
+    assert is_unreachable(unopened.value)
+    db = Database.from_url(f"sqlite:///{tmp_path / 'tweetgen.db'}")
+    with pytest.raises(OperationalError) as wrong, db.engine.connect() as connection:
+        connection.execute(text("SELECT no_such_column FROM no_such_table"))
+    assert not is_unreachable(wrong.value)

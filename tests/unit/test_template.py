@@ -825,3 +825,14 @@ def test_the_outputs_name_what_a_deployment_hands_over(stack: Template) -> None:
         "AutoScalingMinInstances",
         "AutoScalingMaxInstances",
     } <= set(stack.parameters)
+
+
+def test_the_deploy_runs_every_migration_the_layer_holds(project: Template) -> None:
+    """CloudFormation calls the migration's custom resource only when a property changes, so
+    ``SchemaVersion`` must name the newest migration: else an existing stack would migrate
+    only when some function happens to open the database."""
+    from tweetgen.adapters.database.migrations import MIGRATIONS
+
+    schema = project.resources["DatabaseSchema"]
+    assert schema.type == "Custom::DatabaseSchema"
+    assert schema.properties["SchemaVersion"] == max(m.version for m in MIGRATIONS)

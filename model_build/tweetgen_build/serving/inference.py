@@ -22,6 +22,7 @@ model.
 
 from __future__ import annotations
 
+import codecs
 import json
 import secrets
 from functools import lru_cache
@@ -178,24 +179,48 @@ def build_predict_request(
     }
 
 
-# A UTF-8 character is at most 4 bytes, and every byte-level token holds at least one.
-_MAX_TOKENS_PER_CHARACTER = 4
+def _byte_of_symbol() -> dict[str, int]:
+    """GPT-2's byte-level alphabet reversed: the symbol a byte-level token writes each byte as.
+
+    Printable bytes stand for themselves; the others (controls, space, ...) are written as
+    U+0100, U+0101, ... in byte order.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    others = [byte for byte in range(256) if byte not in printable]
+    table = {chr(byte): byte for byte in printable}
+    table.update({chr(0x100 + n): byte for n, byte in enumerate(others)})
+    return table
+
+
+_BYTE_OF_SYMBOL = _byte_of_symbol()
+# A character's bytes that can stand unfinished at the end: a UTF-8 character has at most 4.
+_UNFINISHED_BYTES = 3
+
+
+def _ends_inside_a_character(ids: list[int], tokenizer: Tokenizer) -> bool:
+    """Whether the bytes of ``ids`` end with a character begun but not finished.
+
+    Every byte-level token holds at least one byte, so the last three tokens hold any such
+    unfinished character whole.
+    """
+    symbols = "".join(tokenizer.id_to_token(i) or "" for i in ids[-_UNFINISHED_BYTES:])
+    tail = bytes(_BYTE_OF_SYMBOL[s] for s in symbols if s in _BYTE_OF_SYMBOL)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder.decode(tail, final=False)
+    pending, _ = decoder.getstate()
+    return bool(pending)
 
 
 def decode_text(ids: list[int], tokenizer: Tokenizer) -> str:
     """The text of ``ids``, without a character that the last tokens only began.
 
-    ``max_new_tokens`` can cut a character between its bytes, which would decode as U+FFFD at
-    the end of the text; the tokens of such an unfinished character are left out (and so is a
-    replacement character the model made whole at the very end: it shows nothing either).
+    ``max_new_tokens`` can cut a character between its bytes, which the tokenizer decodes as
+    one U+FFFD at the end of the text: that one is left out. A whole U+FFFD the model
+    generated (its three bytes complete) stays.
     """
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    for cut in range(1, min(_MAX_TOKENS_PER_CHARACTER, len(ids)) + 1):
-        if not text.endswith("\ufffd"):
-            break
-        shorter = tokenizer.decode(ids[:-cut], skip_special_tokens=True)
-        if not shorter.endswith("\ufffd"):
-            return shorter
+    if text.endswith("\ufffd") and _ends_inside_a_character(ids, tokenizer):
+        return text[:-1]
     return text
 
 
@@ -207,18 +232,34 @@ def decode_outputs(outputs: dict[str, Any], tokenizer: Tokenizer) -> list[dict[s
     ]
 
 
+def _quality(params: list[str]) -> float:
+    """A media range's ``q`` (1 when absent; 0 when it is not a number)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip() == "q":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
 def accepts_json(accept: str | None) -> bool:
-    """Whether an Accept header admits ``application/json`` (no header admits anything)."""
+    """Whether an Accept header admits ``application/json`` (no header admits anything).
+
+    As RFC 9110 says: the most specific media range that matches (``application/json``, then
+    ``application/*``, then ``*/*``) gives the quality, and a quality of 0 refuses.
+    """
     if not accept or not accept.strip():
         return True
+    specificity = {"application/json": 2, "application/*": 1, "*/*": 0}
+    best: tuple[int, float] | None = None
     for media_range in accept.split(","):
         media_type, *params = (part.strip().lower() for part in media_range.split(";"))
-        if media_type not in ("application/json", "application/*", "*/*"):
-            continue
-        refused = any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params)
-        if not refused:
-            return True
-    return False
+        rank = specificity.get(media_type)
+        if rank is not None and (best is None or rank > best[0]):
+            best = (rank, _quality(params))
+    return best is not None and best[1] > 0
 
 
 def input_handler(data: Any, context: Any) -> str:

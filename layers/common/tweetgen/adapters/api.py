@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,6 +87,14 @@ def as_json_request(event: Mapping[str, Any], empty_body: str | None = None) -> 
     return answer
 
 
+def _raised_reading_json(error: BaseException) -> bool:
+    """Whether ``error`` came out of the json module's parser."""
+    return any(
+        frame.f_code.co_filename.endswith(os.path.join("json", "decoder.py"))
+        for frame, _ in traceback.walk_tb(error.__traceback__)
+    )
+
+
 def new_resolver(
     cors_origin: str | None = None, *, validation: bool = True
 ) -> APIGatewayRestResolver:
@@ -105,8 +114,11 @@ def new_resolver(
         return error_response(422, "the request is not valid", validation_errors(error.errors()))
 
     @app.exception_handler(RecursionError)
-    def _too_deep(_: RecursionError) -> Response:
-        # Raised while the body is read: JSON nested deeper than Python's parser recurses.
+    def _too_deep(error: RecursionError) -> Response:
+        # JSON nested deeper than Python's parser recurses, while the body is read; from
+        # anywhere else it is a fault, not the request's.
+        if not _raised_reading_json(error):
+            raise error
         reason = "the body is nested too deeply to read"
         return error_response(
             422, "the request is not valid", [{"field": "body", "reason": reason}]

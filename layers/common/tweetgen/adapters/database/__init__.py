@@ -24,6 +24,7 @@ from .engine import (
     DEFAULT_CONNECT_TIMEOUT_S,
     create_engine,
     dispose_engines,
+    is_unreachable,
     normalise_url,
     shared_engine,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "applied_versions",
     "create_engine",
     "dispose_engines",
+    "is_unreachable",
     "migrate",
     "normalise_url",
 ]

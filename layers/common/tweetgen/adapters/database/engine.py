@@ -31,6 +31,7 @@ __all__ = [
     "dispose_engines",
     "has_transaction_control",
     "is_mysql",
+    "is_unreachable",
     "normalise_url",
     "shared_engine",
 ]
@@ -56,6 +57,30 @@ _engines_lock = threading.Lock()
 def is_mysql(dialect: Dialect) -> bool:
     """MySQL, MariaDB and Aurora MySQL share one dialect family and one SQL flavour here."""
     return dialect.name in ("mysql", "mariadb")
+
+
+# MySQL error codes that say the server could not be reached or let the connection go: too
+# many connections, shutting down, connection killed, no socket, no route or refused, gone
+# away, lost during a query, lost while reading, idle too long. A client may try again; any
+# other error (a missing column, say) is a fault to report, not to retry.
+_UNREACHABLE_MYSQL_CODES = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
+# SQLite's (the local stack's) words for a database it cannot use now.
+_UNREACHABLE_SQLITE = ("database is locked", "unable to open database file")
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether a database error means the database cannot be reached now (try again later),
+    rather than that a statement is wrong."""
+    if getattr(error, "connection_invalidated", False):
+        return True
+    original = getattr(error, "orig", error)
+    args = getattr(original, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _UNREACHABLE_MYSQL_CODES
+    message = str(original)
+    return isinstance(original, sqlite3.OperationalError) and any(
+        words in message for words in _UNREACHABLE_SQLITE
+    )
 
 
 def normalise_url(url: str | URL) -> URL:

@@ -436,7 +436,8 @@ class MetricsRepository(_Repository):
                 total[1] += sign * int(positive or 0)
                 total[2] += sign * float(reward or 0.0)
         for bucket, (n, positive, reward) in totals.items():
-            yield bucket, int(n), int(positive), reward
+            # The two sums ran in different orders: what cancels may leave 1e-16 behind.
+            yield bucket, int(n), int(positive), round(reward, 9)
 
     def _write_buckets(
         self, connection: Connection, buckets: Mapping[Key, _Bucket], seconds: int, now: datetime

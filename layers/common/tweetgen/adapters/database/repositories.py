@@ -526,9 +526,10 @@ class GenerationRepository(_Repository):
         return _record(Generation, row) if row is not None else None
 
     def variant_totals(self) -> dict[str, VariantTotals]:
-        """Per variant: generations served, and the feedback of those generations.
+        """Per variant: generations served, and every feedback post stored for them.
 
-        Feedback whose generation has not arrived yet is not counted until it does.
+        Feedback whose generation has not arrived yet is not counted until it does. The
+        experiment's figures (``variant_metrics``) count one post per generation, its latest.
         """
         generations, feedback = schema.generations, schema.feedback
         served = select(generations.c.variant, func.count()).group_by(generations.c.variant)
