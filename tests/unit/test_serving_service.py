@@ -451,6 +451,25 @@ def test_an_endpoint_failure_is_counted_logged_and_raised(
     assert logged.levelname == "WARNING" and "ModelError" in logged.__dict__["reason"]
 
 
+def test_a_request_the_model_refused_is_counted_for_the_variant_that_refused_it(
+    queue: Queue, metrics: Metrics
+) -> None:
+    make_endpoint({"lstm": 1.0, "gpt2": 1.0})
+    runtime = Runtime()
+    variant = assign_variant("gus", {"lstm": 1.0, "gpt2": 1.0}, "tweetgen")
+    refusal = {"error": MODEL_REFUSAL_PREFIX + "prompt too long"}
+    runtime.fails("ModelError", "Received server error (500)", refusal)
+
+    with pytest.raises(ModelRefusedRequest) as raised:
+        generate_counted(
+            service(queue, runtime), GenerateRequest(user_id="gus"), metrics, Logger(service="api")
+        )
+
+    assert raised.value.variant == variant
+    values, dimensions = counted(metrics)
+    assert values == {"ModelRefusals": [1.0]} and dimensions["variant"] == variant
+
+
 @pytest.mark.parametrize(
     ("reward", "positive"), [("like", True), ("dislike", False), (3, True), (2, False)]
 )

@@ -36,6 +36,7 @@ from tweetgen.services.serving import (
     FeedbackAccepted,
     FeedbackService,
     GenerationService,
+    ModelRefusedRequest,
     Served,
 )
 
@@ -81,6 +82,17 @@ def generate_counted(
     except EndpointError as exc:
         metrics.add_metric(name="GenerationErrors", unit=MetricUnit.Count, value=1)
         logger.warning("the endpoint failed", extra={"reason": exc.reason})
+        raise
+    except ModelRefusedRequest as exc:
+        # Not the variant's failure, but worth seeing: a variant with a shorter context
+        # refuses prompts that another serves.
+        if exc.variant is not None:
+            metrics.add_dimension(name="variant", value=exc.variant)
+        metrics.add_metric(name="ModelRefusals", unit=MetricUnit.Count, value=1)
+        logger.info(
+            "the model refused the request",
+            extra={"variant": exc.variant, "reason": "; ".join(exc.details)},
+        )
         raise
     metrics.add_dimension(name="variant", value=served.variant)
     metrics.add_metric(name="Generations", unit=MetricUnit.Count, value=1)

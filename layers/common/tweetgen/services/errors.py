@@ -50,7 +50,14 @@ MODEL_REFUSAL_PREFIX = "request refused: "
 
 
 class ModelRefusedRequest(RequestRejected):
-    """The model refused the request as sent; ``details`` holds the model's reason."""
+    """The model refused the request as sent; ``details`` holds the model's reason and
+    ``variant`` the production variant that refused (when the caller knows it)."""
+
+    def __init__(
+        self, reason: str, details: Sequence[str] = (), variant: str | None = None
+    ) -> None:
+        super().__init__(reason, details)
+        self.variant = variant
 
 
 class UnknownGeneration(ServiceError):
