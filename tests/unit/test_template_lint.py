@@ -170,3 +170,26 @@ def test_functions_use_the_common_layer_and_exist() -> None:
         assert code is not None and (code / "app.py").is_file()
         assert (code / "requirements.txt").is_file()
         assert Path(code / "app.py").read_text(encoding="utf-8").count("lambda_handler") >= 1
+
+
+def test_an_upload_queued_behind_a_rollout_outlasts_it() -> None:
+    """Plan retries while an earlier rollout holds the endpoint; the upload is recorded failed
+    when its retries run out. They must outlast the longest rollout: its deployment and then
+    its rollback, each up to RolloutTimeoutSeconds, plus the canary and termination waits."""
+    plan = json.loads(ROLLOUT.read_text())["States"]["Plan"]
+    (queued,) = [r for r in plan["Retry"] if "RolloutQueued" in r["ErrorEquals"]]
+    assert "EndpointBusy" in queued["ErrorEquals"]
+    # What the retries wait on average (full jitter: half of each capped delay).
+    waited = sum(
+        min(queued["MaxDelaySeconds"], queued["IntervalSeconds"] * queued["BackoffRate"] ** n) / 2
+        for n in range(queued["MaxAttempts"])
+    )
+    template = Template.load(TEMPLATE)
+    timeout = int(template.document["Parameters"]["RolloutTimeoutSeconds"]["Default"])
+    environment = template.function("RolloutPlanFunction").environment
+    longest = (
+        2 * timeout
+        + int(environment["CANARY_WAIT_SECONDS"])
+        + int(environment["TERMINATION_WAIT_SECONDS"])
+    )
+    assert waited > longest
