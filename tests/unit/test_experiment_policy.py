@@ -152,6 +152,21 @@ def test_ab_keeps_a_declared_winner_on_later_runs() -> None:
     assert "declared the winner earlier" in again.reason
 
 
+def test_a_variant_that_joins_after_a_winner_gets_its_traffic_and_a_new_experiment() -> None:
+    first = decide(CLEAR, EVEN, AB)
+    assert first.winner == "gpt2" and first.weights["lstm"] == 0.0
+    # A rollout adds gpt2b with the weight it gives a new variant.
+    joined = {**nothing_served_since(CLEAR), "gpt2b": snapshot(0, 0)}
+    in_force = {**first.weights, "gpt2b": 1.0}
+    again = decide(joined, in_force, AB, first.sequential_state, first.to_dict())
+    assert again.winner is None
+    assert again.weights["gpt2b"] > 0 and again.weights["gpt2"] > 0
+    assert "gpt2b joined" in again.reason
+    # Without a newcomer the winner stays (the test above), with one it is tested again.
+    kept = decide(nothing_served_since(CLEAR), first.weights, AB, None, first.to_dict())
+    assert kept.winner == "gpt2"
+
+
 def test_ab_runs_the_sequential_test_across_runs() -> None:
     rng = random.Random(5)
     state = None

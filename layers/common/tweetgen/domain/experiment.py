@@ -503,7 +503,18 @@ def _ab(
     previous: Decision | None,
 ) -> _Proposal:
     demotion = f"; {_demotion_text(analysis)} -> 0%" if analysis.demoted else ""
-    if previous is not None and previous.policy == "ab" and previous.winner in analysis.eligible:
+    # A variant that joined since (a rollout added it) starts a new experiment: the earlier
+    # winner was declared against the others only, and carrying it over would starve the
+    # newcomer of the traffic the rollout gave it.
+    joined = sorted(set(analysis.variants) - set(previous.weights)) if previous else []
+    if joined:
+        demotion += f"; {', '.join(joined)} joined, so no earlier winner is carried over"
+    if (
+        previous is not None
+        and previous.policy == "ab"
+        and previous.winner in analysis.eligible
+        and not joined
+    ):
         winner = previous.winner
         return _Proposal(
             _winner_weights(winner, analysis, settings),
