@@ -219,9 +219,20 @@ def test_bandit_moves_traffic_to_the_better_variant() -> None:
     assert 0.3 < uncertain.weights["gpt2"] < 0.8
 
 
-def test_bandit_floor_too_high_for_the_variants() -> None:
-    with pytest.raises(ValueError, match="EXPERIMENT_BANDIT_FLOOR"):
-        decide(CLEAR, {"a": 1, "b": 1, "c": 1}, replace(BANDIT, bandit_floor=0.4))
+def test_a_bandit_floor_too_high_for_the_variants_becomes_an_even_split() -> None:
+    three = {**CLEAR, "gpt2b": snapshot(150, 1000)}
+    decision = decide(three, {"lstm": 1, "gpt2": 1, "gpt2b": 1}, replace(BANDIT, bandit_floor=0.4))
+    assert sorted(decision.weights.values()) == pytest.approx([1 / 3] * 3, abs=1e-3)
+    assert "EXPERIMENT_BANDIT_FLOOR 0.4" in decision.reason and "lowered to 1/3" in decision.reason
+
+
+@pytest.mark.parametrize("floor", [0.00001, -0.1, 1.0])
+def test_a_bandit_floor_that_would_round_to_nothing_or_leave_nothing_is_refused(
+    floor: float,
+) -> None:
+    with pytest.raises(ValueError, match="bandit_floor"):
+        ExperimentSettings(policy="bandit", bandit_floor=floor)
+    assert ExperimentSettings(policy="bandit", bandit_floor=0).bandit_floor == 0
 
 
 # --------------------------------------------------------------------------- manual

@@ -316,6 +316,10 @@ def test_sequential_state_restarts_when_counts_go_back_or_tau_changes() -> None:
     assert restarted.looks == 1
     assert not restarted.significant
     assert SequentialState.from_dict(state.to_dict(), tau=0.1).looks == 0
+    # A like that became a dislike (the generation's latest feedback) is no restart.
+    revised = state.update(100, 1000, 199, 1000)
+    assert revised.looks == state.looks + 1 and revised.significant
+    assert revised.p_value <= state.p_value
     assert SequentialState.from_dict(None).looks == 0
     with pytest.raises(ValueError, match="unreadable"):
         SequentialState.from_dict({"tau": 0.05, "alpha": "x"})

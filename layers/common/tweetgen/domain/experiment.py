@@ -183,7 +183,12 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("p_best_threshold", _between(0, 1), _UNIT),
     ("min_samples_per_variant", _whole_at_least(0), "an integer >= 0"),
     ("winner_share", _between(0, 1, high_open=False), "in (0, 1]"),
-    ("bandit_floor", _between(0, 1, low_open=False), "in [0, 1)"),
+    # Weights keep WEIGHT_DIGITS decimals: a smaller floor would round to no traffic at all.
+    (
+        "bandit_floor",
+        lambda value: value == 0 or _between(10**-WEIGHT_DIGITS, 1, low_open=False)(value),
+        f"0, or in [{10**-WEIGHT_DIGITS:g}, 1)",
+    ),
     ("srm_threshold", _between(0, 1), _UNIT),
     ("prior_alpha", _between(0, math.inf), "a positive number"),
     ("prior_beta", _between(0, math.inf), "a positive number"),
@@ -553,11 +558,15 @@ def _ab(
 
 def _bandit(analysis: _Analysis, settings: ExperimentSettings) -> _Proposal:
     count = len(analysis.variants)
-    floor = settings.bandit_floor
-    if floor * count > 1.0:
-        raise ValueError(
-            f"bandit_floor {floor:g} x {count} variants exceeds 1: lower EXPERIMENT_BANDIT_FLOOR"
-        )
+    # A floor valid for two variants can exceed 1 in all once a rollout adds a third: then
+    # every variant gets the most it can (an even split), and the reason says so.
+    floor = min(settings.bandit_floor, 1.0 / count)
+    lowered = (
+        f" (EXPERIMENT_BANDIT_FLOOR {settings.bandit_floor:g} is more than {count} variants"
+        f" can each have: lowered to 1/{count})"
+        if floor < settings.bandit_floor
+        else ""
+    )
     eligible = {name: analysis.posteriors[name] for name in analysis.eligible}
     p_best = (
         analysis.p_best
@@ -570,8 +579,8 @@ def _bandit(analysis: _Analysis, settings: ExperimentSettings) -> _Proposal:
     demotion = f"; {_demotion_text(analysis)} -> floor" if analysis.demoted else ""
     return _Proposal(
         weights,
-        f"bandit: Thompson-sampling weights = P(best) with a {_pct(floor)} floor: {shares}"
-        f"{demotion}",
+        f"bandit: Thompson-sampling weights = P(best) with a {_pct(floor)} floor{lowered}:"
+        f" {shares}{demotion}",
     )
 
 

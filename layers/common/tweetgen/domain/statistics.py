@@ -583,9 +583,11 @@ class SequentialState:
     ) -> SequentialState:
         """One look at the CUMULATIVE counts of both arms; returns the next state.
 
-        The same counts again are the same look (the state comes back unchanged). Counts
-        below the last look's mean the experiment restarted: so does the test. Looks with
-        fewer than ``min_trials`` per arm move nothing but the counts.
+        The same counts again are the same look (the state comes back unchanged). Trials
+        below the last look's mean the experiment restarted: so does the test. Successes alone
+        may go down (a user's later feedback replaces their earlier like): the test goes on
+        from the new cumulative counts. Looks with fewer than ``min_trials`` per arm move
+        nothing but the counts.
         """
         counts = (successes_a, trials_a, successes_b, trials_b)
         if not (0 <= successes_a <= trials_a and 0 <= successes_b <= trials_b):
@@ -593,7 +595,7 @@ class SequentialState:
         if counts == self._counts():
             return self
         base = self
-        if any(now < before for now, before in zip(counts, self._counts(), strict=True)):
+        if trials_a < self.trials_a or trials_b < self.trials_b:
             base = SequentialState(tau=self.tau, alpha=self.alpha)
         looked = replace(
             base,
