@@ -11,6 +11,7 @@ in force runs this version for the variant. The target is the local stack runnin
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -191,6 +192,34 @@ def _check(archive: Path, variant: str) -> str:
     return report.metadata.version
 
 
+def _refuse_other_bytes_under_a_deployed_key(target: DeployTarget, key: str, archive: Path) -> None:
+    """A version's key holds one artifact for good: the SageMaker model made from it loads that
+    key whenever it starts an instance, so other bytes there would reach some instances
+    unchecked (and the rollout, finding the version deployed, would change nothing). The same
+    bytes again are fine: that is how an older version is rolled out again."""
+    from botocore.exceptions import ClientError
+
+    s3 = target.client("s3")
+    try:
+        existing = s3.head_object(Bucket=target.bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            return
+        raise
+    same = int(existing["ContentLength"]) == archive.stat().st_size
+    if same:
+        uploaded = hashlib.sha256()
+        for chunk in s3.get_object(Bucket=target.bucket, Key=key)["Body"].iter_chunks(1 << 20):
+            uploaded.update(chunk)
+        with open(archive, "rb") as handle:
+            same = hashlib.file_digest(handle, "sha256").digest() == uploaded.digest()
+    if not same:
+        raise DeployError(
+            f"s3://{target.bucket}/{key} already holds another artifact, and a version's"
+            " artifact is never replaced: give this one a new --version"
+        )
+
+
 def deploy_model(
     path: Path,
     *,
@@ -212,6 +241,7 @@ def deploy_model(
         key = ModelKey(variant=variant, version=version or metadata_version).key
     except ValueError as exc:
         raise DeployError(str(exc)) from None
+    _refuse_other_bytes_under_a_deployed_key(target, key, archive)
     uploaded_at = datetime.now(UTC)
     stored = ArtifactStore(target.client("s3")).upload(archive, target.bucket, key)
     out(f"uploaded {archive} to {stored.s3_uri} on {target.description}")

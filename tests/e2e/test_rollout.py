@@ -462,6 +462,19 @@ def test_deploy_model_uploads_and_follows_until_the_version_serves(
     assert "lstm now serves tweetgen-lstm-v4 on endpoint tweetgen" in printed
     assert rollouts.endpoint()[1]["lstm"] == "tweetgen-lstm-v4"
 
+    # A version's key holds one artifact: other bytes there would reach instances unchecked.
+    executions = len(rollouts.sfn.list_executions(stateMachineArn=rollouts.machine)["executions"])
+    other = tiny_run["root"] / "other-bytes.tar.gz"
+    other.write_bytes(tiny_run["lstm"].read_bytes() + b"\0" * 1024)  # tar's padding: still valid
+    status = deploy_command(parser.parse_args([str(other), "--version", "v4", *common]))
+    assert status == 1
+    assert "models/lstm/v4/model.tar.gz already holds another artifact" in capsys.readouterr().err
+    listed = rollouts.sfn.list_executions(stateMachineArn=rollouts.machine)["executions"]
+    assert len(listed) == executions
+    # The same bytes again are how an older version is rolled out again: allowed.
+    status = deploy_command(parser.parse_args([str(tiny_run["lstm"]), "--version", "v4", *common]))
+    assert status == 0, capsys.readouterr().out
+
     # A rejected artifact never leaves the machine: the same validator runs before the upload.
     bad = tiny_run["root"] / "other-variant.tar.gz"
     bad.write_bytes(tiny_run["gpt2"].read_bytes())
