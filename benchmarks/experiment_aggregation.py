@@ -254,6 +254,17 @@ def measure(
         result["full_s"] = median(full[1:])
         result["full_runs_s"] = full
         result["buckets"] = len(db.variant_metrics.list())
+        progress(NAME, "the sample-ratio check's counts over its window (the last day)")
+        window = datetime.now(UTC) - timedelta(seconds=settings.srm_window_seconds)
+        users, served = [], []
+        for _ in range(3):
+            started = time.perf_counter()
+            result["users_since"] = db.metrics.users_since(window, list(VARIANTS))
+            users.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            db.metrics.served_since(window, list(VARIANTS), settings.bucket_seconds)
+            served.append(time.perf_counter() - started)
+        result["users_since_s"], result["served_since_s"] = median(users), median(served)
         progress(NAME, "naive GROUP BY over the raw tables")
         started = time.perf_counter()
         totals = db.generations.variant_totals()
@@ -321,6 +332,18 @@ def run(quick: bool = False, data: Path = DEFAULT_DATA, seed: int = 7) -> BenchR
             "ms",
             figures["full_after_s"] * 1000.0,
             "full aggregation of the same data",
+            higher_is_better=False,
+        )
+    )
+    rows.append(
+        make_row(
+            NAME,
+            f"sample-ratio check: distinct users of the last day of a week of {generations:,}"
+            " generations (ms)",
+            figures["users_since_s"] * 1000.0,
+            "ms",
+            figures["served_since_s"] * 1000.0,
+            "the requests of the same day, from the buckets (what it counted before)",
             higher_is_better=False,
         )
     )

@@ -165,6 +165,8 @@ def test_migrations_2_and_3_keep_the_rows_of_the_first_schema(mysql_databases: U
         assert migrate(engine) == []
         indexes = {i["name"] for i in inspect(engine).get_indexes("feedback")}
         assert "ix_feedback_latest" in indexes and "ix_feedback_aggregation" not in indexes
+        users = {i["name"] for i in inspect(engine).get_indexes("generations")}
+        assert "ix_generations_users" in users
         with engine.begin() as connection:  # a run cut short re-runs (MySQL commits each DDL)
             v0003_latest_feedback.upgrade(connection)
     finally:

@@ -19,8 +19,10 @@ from tweetgen.domain.experiment import ExperimentSettings
 from tweetgen.services.experiment import (
     AggregationSettings,
     ExperimentRun,
+    aggregate,
     experiment_status,
     run_experiment,
+    snapshots,
 )
 from tweetgen.services.serving import ServingVariant
 from tweetgen_local import moto_gaps
@@ -269,6 +271,69 @@ def test_only_requests_served_since_the_weights_were_set_enter_the_ratio_check(
     state = db.experiment.weights_in_force()
     assert state is not None and state.weights == {"lstm": 0.0, "gpt2": 1.0}
     assert state.since == result.decision.created_at  # ...and the ratio check starts over
+
+
+def test_the_ratio_check_counts_users_so_a_user_who_asks_a_lot_freezes_nothing(
+    aws: None, db: Database
+) -> None:
+    sagemaker = make_endpoint({"lstm": 1.0, "gpt2": 1.0})
+    at = datetime.now(UTC) + timedelta(seconds=1)
+    # 20 users each side of a right 50/50 split; one gpt2 user asks 400 times.
+    requests = [("lstm", f"l{i}") for i in range(20)] + [("gpt2", f"g{i}") for i in range(20)]
+    requests += [("gpt2", "g0")] * 400
+    db.generations.record_many(
+        [
+            {
+                "generation_id": f"r{n}",
+                "user_id": user,
+                "variant": variant,
+                "model_version": "v1",
+                "prompt": "",
+                "text": "a tweet",
+                "parameters": {},
+                "latency_ms": 40.0,
+                "created_at": at,
+            }
+            for n, (variant, user) in enumerate(requests)
+        ]
+    )
+    result = run(db, sagemaker, aggregation=AggregationSettings(weights_settle_seconds=0))
+    assert result.decision is not None
+    statistics = result.decision.statistics
+    assert statistics["served_since_weights"] == {"lstm": 20, "gpt2": 420}
+    assert statistics["users_since_weights"] == {"lstm": 20, "gpt2": 20}
+    assert statistics["srm"]["flagged"] is False and not result.decision.frozen
+
+
+def test_the_ratio_check_counts_the_users_of_its_window_only(db: Database) -> None:
+    now = datetime.now(UTC)
+    served = [("lstm", "a", 120), ("lstm", "b", 120), ("lstm", "c", 10), ("gpt2", "d", 10)]
+    db.generations.record_many(
+        [
+            {
+                "generation_id": f"w{n}",
+                "user_id": user,
+                "variant": variant,
+                "model_version": "v1",
+                "prompt": "",
+                "text": "a tweet",
+                "parameters": {},
+                "latency_ms": 40.0,
+                "created_at": now - timedelta(minutes=minutes_ago),
+            }
+            for n, (variant, user, minutes_ago) in enumerate(served)
+        ]
+    )
+    aggregate(db.metrics, AggregationSettings(), full=True)
+    settings = AggregationSettings(weights_settle_seconds=0, srm_window_seconds=3600)
+    snaps, requests = snapshots(
+        db.metrics, ["lstm", "gpt2"], settings, weights_since=now - timedelta(hours=3), now=now
+    )
+    assert requests == {"lstm": 3, "gpt2": 1}  # every request since the weights were set
+    assert {name: snap.users_since_weights for name, snap in snaps.items()} == {
+        "lstm": 1,
+        "gpt2": 1,
+    }
 
 
 def test_a_redelivered_scheduled_event_finds_its_decision(aws: None, db: Database) -> None:

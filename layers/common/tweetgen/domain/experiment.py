@@ -79,9 +79,10 @@ class VariantSnapshot:
     """One variant's counts since the experiment started.
 
     ``served`` counts requests routed to the variant (failed ones included) and ``errors``
-    the failed ones. ``served_since_weights`` is what the sample-ratio check compares with
-    the weights in force: the requests served since those weights were set (``None``: the
-    same as ``served``, right when the weights never changed).
+    the failed ones. ``served_since_weights`` counts the requests served since the weights in
+    force were set, and ``users_since_weights`` the distinct users: what the sample-ratio
+    check compares with those weights, since the assignment randomises users (``None``: the
+    requests, or ``served`` when those are ``None`` too).
     """
 
     served: int = 0
@@ -92,6 +93,7 @@ class VariantSnapshot:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     served_since_weights: int | None = None
+    users_since_weights: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("served", "feedback_count", "positive_count", "errors"):
@@ -103,13 +105,15 @@ class VariantSnapshot:
                 f"positive_count ({self.positive_count}) exceeds feedback_count "
                 f"({self.feedback_count})"
             )
-        if self.served_since_weights is not None and self.served_since_weights < 0:
-            raise ValueError(
-                f"served_since_weights must be non-negative, got {self.served_since_weights}"
-            )
+        for name in ("served_since_weights", "users_since_weights"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be non-negative, got {value}")
 
     @property
     def srm_served(self) -> int:
+        if self.users_since_weights is not None:
+            return self.users_since_weights
         return self.served if self.served_since_weights is None else self.served_since_weights
 
     @classmethod
@@ -119,6 +123,7 @@ class VariantSnapshot:
             return None if value is None else float(value)
 
         since = data.get("served_since_weights")
+        users = data.get("users_since_weights")
         return cls(
             served=int(data.get("served", 0)),
             feedback_count=int(data.get("feedback_count", 0)),
@@ -128,6 +133,7 @@ class VariantSnapshot:
             latency_p50_ms=optional("latency_p50_ms"),
             latency_p95_ms=optional("latency_p95_ms"),
             served_since_weights=None if since is None else int(since),
+            users_since_weights=None if users is None else int(users),
         )
 
 

@@ -91,6 +91,8 @@ class AggregationSettings:
     now). ``weights_settle_seconds``: the sample-ratio check starts this long after the weights
     were set (the generate function caches the weights for 10 s).
     ``lease_seconds``: the longest a run may hold the experiment before another may start.
+    ``srm_window_seconds``: the users the sample-ratio check counts are those served in this
+    last stretch (and since the weights settled): counting them reads each generation of it.
     """
 
     bucket_seconds: int = BUCKET_SECONDS
@@ -98,6 +100,7 @@ class AggregationSettings:
     latency_window_seconds: float = 3600.0
     weights_settle_seconds: float = 30.0
     lease_seconds: float = 300.0
+    srm_window_seconds: float = 86_400.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.bucket_seconds, int) or not 1 <= self.bucket_seconds <= 86_400:
@@ -106,8 +109,10 @@ class AggregationSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if not (math.isfinite(self.lease_seconds) and self.lease_seconds > 0):
-            raise ValueError(f"lease_seconds must be positive, got {self.lease_seconds!r}")
+        for name in ("lease_seconds", "srm_window_seconds"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive, got {value!r}")
 
     @property
     def overlap(self) -> timedelta:
@@ -152,6 +157,10 @@ class MetricsStore(Protocol):
         self, since: datetime, variants: Sequence[str], bucket_seconds: int
     ) -> dict[str, int]:
         """Requests routed to each variant from ``since`` on (failed ones included)."""
+        ...
+
+    def users_since(self, since: datetime, variants: Sequence[str]) -> dict[str, int]:
+        """The distinct users each variant served from ``since`` on."""
         ...
 
     def latency_percentiles(
@@ -306,6 +315,10 @@ def snapshots(
         if counted_from <= now
         else {}
     )
+    # The sample-ratio check counts users: the assignment randomises users, not requests, and
+    # a few users who ask a lot would make a right split look wrong.
+    users_from = max(counted_from, now - timedelta(seconds=settings.srm_window_seconds))
+    users = metrics.users_since(users_from, variants) if counted_from <= now else {}
     latency = metrics.latency_percentiles(
         now - timedelta(seconds=settings.latency_window_seconds), variants
     )
@@ -322,6 +335,7 @@ def snapshots(
             latency_p50_ms=p50,
             latency_p95_ms=p95,
             served_since_weights=since_weights.get(name, 0),
+            users_since_weights=users.get(name, 0),
         )
     return result, {name: since_weights.get(name, 0) for name in variants}
 
@@ -482,6 +496,7 @@ def _run(
         "endpoint_status": endpoint.status,
         "weights_since": state.since.isoformat(),
         "served_since_weights": since_weights,
+        "users_since_weights": {name: snap.users_since_weights for name, snap in snaps.items()},
         "latency_window_seconds": aggregation.latency_window_seconds,
         "metrics_as_of": iso(report.watermark),
     }

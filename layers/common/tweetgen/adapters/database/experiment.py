@@ -554,6 +554,23 @@ class MetricsRepository(_Repository):
                         served[str(variant)] += int(count)
         return served
 
+    def users_since(self, since: datetime, variants: Sequence[str]) -> dict[str, int]:
+        """The distinct users each variant served from ``since`` on (``ix_generations_users``
+        holds all it reads)."""
+        if not variants:
+            return {}
+        generations = schema.generations
+        query = (
+            select(generations.c.variant, func.count(func.distinct(generations.c.user_id)))
+            .where(generations.c.variant.in_(variants), generations.c.created_at >= since)
+            .group_by(generations.c.variant)
+        )
+        users = dict.fromkeys(variants, 0)
+        with self._engine.connect() as connection:
+            for variant, count in connection.execute(query):
+                users[str(variant)] = int(count)
+        return users
+
     def latency_percentiles(
         self, since: datetime, variants: Sequence[str]
     ) -> dict[str, tuple[float | None, float | None]]:
