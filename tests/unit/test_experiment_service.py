@@ -100,19 +100,7 @@ def traffic(
     for variant, (liked, disliked) in likes.items():
         for i in range(liked + disliked):
             generation_id = f"{prefix}{variant}-{i}"
-            generations.append(
-                {
-                    "generation_id": generation_id,
-                    "user_id": f"user-{variant}-{i}",
-                    "variant": variant,
-                    "model_version": "v1",
-                    "prompt": "",
-                    "text": "a tweet",
-                    "parameters": {},
-                    "latency_ms": 40.0,
-                    "created_at": at,
-                }
-            )
+            generations.append(_generation(generation_id, variant, f"user-{variant}-{i}", at))
             feedback.append(
                 {
                     "feedback_id": f"f-{generation_id}",
@@ -123,6 +111,25 @@ def traffic(
             )
     db.generations.record_many(generations)
     db.feedback.record_many(feedback)
+
+
+def _generation(generation_id: str, variant: str, user: str, created: datetime) -> dict[str, Any]:
+    return {
+        "generation_id": generation_id,
+        "user_id": user,
+        "variant": variant,
+        "model_version": "v1",
+        "prompt": "",
+        "text": "a tweet",
+        "parameters": {},
+        "latency_ms": 40.0,
+        "created_at": created,
+    }
+
+
+def requests_of(db: Database, served: list[tuple[str, str, datetime]]) -> None:
+    """One generation per (variant, user, created_at), without feedback."""
+    db.generations.record_many([_generation(f"q{n}", *request) for n, request in enumerate(served)])
 
 
 def run(db: Database, sagemaker: Any, **kwargs: Any) -> ExperimentRun:
@@ -279,24 +286,8 @@ def test_the_ratio_check_counts_users_so_a_user_who_asks_a_lot_freezes_nothing(
     sagemaker = make_endpoint({"lstm": 1.0, "gpt2": 1.0})
     at = datetime.now(UTC) + timedelta(seconds=1)
     # 20 users each side of a right 50/50 split; one gpt2 user asks 400 times.
-    requests = [("lstm", f"l{i}") for i in range(20)] + [("gpt2", f"g{i}") for i in range(20)]
-    requests += [("gpt2", "g0")] * 400
-    db.generations.record_many(
-        [
-            {
-                "generation_id": f"r{n}",
-                "user_id": user,
-                "variant": variant,
-                "model_version": "v1",
-                "prompt": "",
-                "text": "a tweet",
-                "parameters": {},
-                "latency_ms": 40.0,
-                "created_at": at,
-            }
-            for n, (variant, user) in enumerate(requests)
-        ]
-    )
+    users = [("lstm", f"l{i}") for i in range(20)] + [("gpt2", f"g{i}") for i in range(20)]
+    requests_of(db, [(variant, user, at) for variant, user in users + [("gpt2", "g0")] * 400])
     result = run(db, sagemaker, aggregation=AggregationSettings(weights_settle_seconds=0))
     assert result.decision is not None
     statistics = result.decision.statistics
@@ -308,22 +299,7 @@ def test_the_ratio_check_counts_users_so_a_user_who_asks_a_lot_freezes_nothing(
 def test_the_ratio_check_counts_the_users_of_its_window_only(db: Database) -> None:
     now = datetime.now(UTC)
     served = [("lstm", "a", 120), ("lstm", "b", 120), ("lstm", "c", 10), ("gpt2", "d", 10)]
-    db.generations.record_many(
-        [
-            {
-                "generation_id": f"w{n}",
-                "user_id": user,
-                "variant": variant,
-                "model_version": "v1",
-                "prompt": "",
-                "text": "a tweet",
-                "parameters": {},
-                "latency_ms": 40.0,
-                "created_at": now - timedelta(minutes=minutes_ago),
-            }
-            for n, (variant, user, minutes_ago) in enumerate(served)
-        ]
-    )
+    requests_of(db, [(v, user, now - timedelta(minutes=ago)) for v, user, ago in served])
     aggregate(db.metrics, AggregationSettings(), full=True)
     settings = AggregationSettings(weights_settle_seconds=0, srm_window_seconds=3600)
     snaps, requests = snapshots(
