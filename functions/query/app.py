@@ -1,9 +1,10 @@
 """``GET /generations/{generation_id}`` and ``GET /experiment``: what the database holds.
 
 A generation is readable once the recorder has stored it (usually within a second or two of
-``POST /generations``). While the database is unreachable both answer 503 with ``Retry-After``. The experiment's status is as of the last aggregation (the aggregate
+``POST /generations``). The experiment's status is as of the last aggregation (the aggregate
 function runs every minute): each variant's weight now, its figures, P(best), the sequential
-tests, the sample-ratio check and the last decision.
+tests, the sample-ratio check and the last decision. While the database is unreachable both
+answer 503 with ``Retry-After``.
 """
 
 import gc

@@ -128,8 +128,9 @@ def _parse_parameters(params: Any, metadata: dict[str, Any]) -> dict[str, Any]:
     resolved = {
         "max_new_tokens": _integer(merged, "max_new_tokens", 1, cap),
         "temperature": _number(merged, "temperature", 0.0, MAX_TEMPERATURE),
-        # Above the vocabulary, top-k keeps every token: the same as 0 (the loop clamps it).
-        "top_k": min(_integer(merged, "top_k", 0, MAX_INT32), metadata["tokenizer"]["vocab_size"]),
+        # Above the vocabulary, top-k keeps every token, as 0 does: the generation loop clamps
+        # it to the vocabulary (tweetgen_build.generation.candidate_count).
+        "top_k": _integer(merged, "top_k", 0, MAX_INT32),
         "seed": _integer(merged, "seed", 0, MAX_SEED) if "seed" in params else None,
     }
     if "do_sample" in params:

@@ -226,7 +226,9 @@ class SageMakerRuntime:
                 raise
             refusal = _model_refusal(exc)
             if refusal is not None:
-                raise ModelRefusedRequest("the model refused the request", [refusal]) from None
+                raise ModelRefusedRequest(
+                    "the model refused the request", [refusal], variant=variant
+                ) from None
             raise InvocationFailed(f"{code}: {_error_message(exc)}") from None
         return ModelAnswer(
             invoked_variant=str(answer.get("InvokedProductionVariant", "")),

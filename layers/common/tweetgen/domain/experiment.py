@@ -513,13 +513,13 @@ def _ab(
     settings: ExperimentSettings,
     previous: Decision | None,
 ) -> _Proposal:
-    demotion = f"; {_demotion_text(analysis)} -> 0%" if analysis.demoted else ""
+    notes = f"; {_demotion_text(analysis)} -> 0%" if analysis.demoted else ""
     # A variant that joined since (a rollout added it) starts a new experiment: the earlier
     # winner was declared against the others only, and carrying it over would starve the
     # newcomer of the traffic the rollout gave it.
     joined = sorted(set(analysis.variants) - set(previous.weights)) if previous else []
     if joined:
-        demotion += f"; {', '.join(joined)} joined, so no earlier winner is carried over"
+        notes += f"; {', '.join(joined)} joined, so no earlier winner is carried over"
     if (
         previous is not None
         and previous.policy == "ab"
@@ -530,7 +530,7 @@ def _ab(
         return _Proposal(
             _winner_weights(winner, analysis, settings),
             f"ab: {winner} was declared the winner earlier and keeps "
-            f"{_pct(settings.winner_share)} of traffic{demotion}",
+            f"{_pct(settings.winner_share)} of traffic{notes}",
             winner,
         )
     eligible = {name: analysis.posteriors[name] for name in analysis.eligible}
@@ -542,19 +542,19 @@ def _ab(
     leader = max(analysis.eligible, key=lambda name: (p_best[name], name))
     if len(analysis.eligible) < 2:
         return _Proposal(
-            _kept_split(analysis, current), f"ab: {leader} is the only variant left{demotion}"
+            _kept_split(analysis, current), f"ab: {leader} is the only variant left{notes}"
         )
     blockers = _winner_blockers(leader, analysis, p_best, settings)
     if blockers:
         return _Proposal(
             _kept_split(analysis, current),
-            f"ab: no winner yet ({leader} leads; {'; '.join(blockers)}); split kept{demotion}",
+            f"ab: no winner yet ({leader} leads; {'; '.join(blockers)}); split kept{notes}",
         )
     return _Proposal(
         _winner_weights(leader, analysis, settings),
         f"ab: {leader} wins (P(best)={p_best[leader]:.3f} >= {settings.p_best_threshold:g}, "
         f"always-valid p < {settings.alpha:g}, >= {settings.min_samples_per_variant} feedback "
-        f"per variant) -> {_pct(settings.winner_share)} of traffic{demotion}",
+        f"per variant) -> {_pct(settings.winner_share)} of traffic{notes}",
         leader,
     )
 

@@ -51,7 +51,7 @@ MODEL_REFUSAL_PREFIX = "request refused: "
 
 class ModelRefusedRequest(RequestRejected):
     """The model refused the request as sent; ``details`` holds the model's reason and
-    ``variant`` the production variant that refused (when the caller knows it)."""
+    ``variant`` the production variant that refused (when the request named one)."""
 
     def __init__(
         self, reason: str, details: Sequence[str] = (), variant: str | None = None

@@ -194,8 +194,6 @@ class GenerationService:
         except EndpointError as exc:
             self._report_failure(name, exc)
             raise
-        except ModelRefusedRequest as exc:
-            raise ModelRefusedRequest(exc.reason, exc.details, variant=name) from None
         event = GenerationEvent(
             generation_id=self.ids.issue(name),
             user_id=user_id,
