@@ -65,6 +65,11 @@ _URL = re.compile(
 _USER = re.compile(r"@(?<!\w@)[A-Za-z0-9_]+")
 
 _BOM = b"\xef\xbb\xbf"
+# The raw Sentiment140 layout is distributed in ISO-8859-1, and re-saved by editors and
+# pandas in UTF-8. Each line is read as UTF-8 where it is valid UTF-8 (ISO-8859-1 text with
+# accents almost never is), else as ISO-8859-1, which every byte string is.
+Encoding = Literal["utf-8", "utf-8, else latin-1"]
+_UTF8_OR_LATIN1: Encoding = "utf-8, else latin-1"
 _SNIFF_BYTES = 64 * 1024
 # Binary data without NUL bytes: text (UTF-8 or ISO-8859-1) has no control bytes but tab and
 # line breaks, so a few percent of them at the start of a file mean it is not text at all. A
@@ -79,7 +84,7 @@ class InputFormat(StrEnum):
     """How a file holds its tweets."""
 
     SENTIMENT140 = "sentiment140"
-    """The distributed Sentiment140 CSV: 6 quoted columns, no header, ISO-8859-1."""
+    """The distributed Sentiment140 CSV: 6 quoted columns, no header, ISO-8859-1 (or UTF-8)."""
     CSV = "csv"
     """A UTF-8 CSV whose header line names a ``text`` column (what pandas writes)."""
     LINES = "lines"
@@ -208,7 +213,8 @@ def detect_format(path: str | os.PathLike[str]) -> InputFormat:
     suffix = path.suffix.lower()
     if suffix == ".txt" or not head.strip():
         return InputFormat.LINES
-    row = _first_row(head.removeprefix(_BOM).split(b"\n", 1)[0])
+    lines = head.removeprefix(_BOM).splitlines()
+    row = _first_row(lines[0] if lines else b"")
     if _is_sentiment140_row(row):
         return InputFormat.SENTIMENT140
     if any(name.strip().lower() == "text" for name in row):
@@ -221,12 +227,35 @@ def detect_format(path: str | os.PathLike[str]) -> InputFormat:
     return InputFormat.LINES
 
 
-def _decoded_lines(path: Path, handle: BinaryIO, encoding: str) -> Iterator[str]:
+def _raw_lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The file's lines with their endings: ``\\n``, ``\\r\\n``, or a lone ``\\r`` (classic Mac OS).
+
+    Iterating a binary file splits on ``\\n`` only; a chunk with a ``\\r`` before its end is
+    split again, so a file saved with ``\\r`` line breaks is not one giant line.
+    """
+    for chunk in handle:
+        body = chunk[:-2] if chunk.endswith(b"\r\n") else chunk
+        if b"\r" in body:
+            yield from chunk.splitlines(keepends=True)
+        else:
+            yield chunk
+
+
+def _decode(line: bytes, encoding: Encoding) -> str:
+    if encoding == "utf-8":
+        return line.decode("utf-8")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
+def _decoded_lines(path: Path, handle: BinaryIO, encoding: Encoding) -> Iterator[str]:
     """Decode line by line so that a bad byte is reported with its offset and line."""
     offset = 0
-    for number, raw in enumerate(handle, start=1):
+    for number, raw in enumerate(_raw_lines(handle), start=1):
         line = raw
-        if number == 1 and encoding == "utf-8" and raw.startswith(_BOM):
+        if number == 1 and raw.startswith(_BOM):
             line = raw[len(_BOM) :]
             offset += len(_BOM)
         nul = line.find(b"\0")
@@ -236,7 +265,7 @@ def _decoded_lines(path: Path, handle: BinaryIO, encoding: str) -> Iterator[str]
                 f"binary data, not tweets (NUL byte at byte offset {offset + nul}, line {number})",
             )
         try:
-            yield line.decode(encoding)
+            yield _decode(line, encoding)
         except UnicodeDecodeError as exc:
             raise _error(
                 path,
@@ -263,7 +292,7 @@ def _csv_rows(path: Path, lines: Iterator[str]) -> Iterator[tuple[int, list[str]
 
 def _read_sentiment140(path: Path, handle: BinaryIO) -> Iterator[str]:
     expected = len(SENTIMENT140_COLUMNS)
-    for line, row in _csv_rows(path, _decoded_lines(path, handle, "latin-1")):
+    for line, row in _csv_rows(path, _decoded_lines(path, handle, _UTF8_OR_LATIN1)):
         if len(row) != expected:
             raise _error(
                 path,

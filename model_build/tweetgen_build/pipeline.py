@@ -100,19 +100,22 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def expand_inputs(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; a directory stands for its ``.csv``/``.txt`` files (README excluded)."""
+def expand_inputs(paths: Iterable[Path], log: Log | None = None) -> list[Path]:
+    """Files as given; a directory stands for its ``.csv``/``.txt`` files but README files.
+
+    ``log`` hears of every README file skipped, so that leaving one out is never silent.
+    """
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.is_file()
-                # Case-insensitive like a single file's format detection: TWEETS.CSV is a CSV.
-                and p.suffix.lower() in DATA_SUFFIXES
-                and not p.stem.upper().startswith("README")
+            # Case-insensitive like a single file's format detection: TWEETS.CSV is a CSV.
+            candidates = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
             )
+            found = [p for p in candidates if not p.stem.upper().startswith("README")]
+            if log is not None:
+                for skipped in sorted(set(candidates) - set(found)):
+                    log(f"skipped {printable(str(skipped))}: a README, not tweets")
             if not found:
                 raise InputError(f"{path}: directory holds no .csv or .txt file")
             files += found
@@ -126,7 +129,7 @@ def expand_inputs(paths: Iterable[Path]) -> list[Path]:
 def prepare_data(
     paths: list[Path], cleaning: CleaningOptions, max_tweets: int | None, log: Log
 ) -> tuple[Splits, list[Path]]:
-    files = expand_inputs(paths)
+    files = expand_inputs(paths, log)
     corpus = load_corpus(files, cleaning, max_tweets)
     log(corpus.summary())
     splits = split_corpus(list(corpus.texts))

@@ -75,6 +75,12 @@ def eos_id_of(tokenizer: Tokenizer) -> int:
 
 
 def encode_tweets(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """Frame each tweet as ``[eos] + tokens + [eos]`` (the form every model is trained and scored on)."""
+    """Frame each tweet as ``[eos] + tokens + [eos]`` (the form every model is trained and scored on).
+
+    A tweet that spells ``<|endoftext|>`` gets the characters, not the token: only the frame
+    marks where a tweet ends. The setting is not saved in tokenizer JSON, so it is set on
+    the tokenizer here (as ``code/inference.py`` sets it on the one it loads).
+    """
+    tokenizer.encode_special_tokens = True
     eos = eos_id_of(tokenizer)
     return [[eos, *enc.ids, eos] for enc in tokenizer.encode_batch(texts)]

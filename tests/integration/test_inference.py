@@ -170,6 +170,19 @@ def test_a_character_cut_by_max_new_tokens_is_left_out(unpacked: dict[str, Path]
         assert module.decode_text(tokenizer.encode(kept).ids, tokenizer) == kept
 
 
+def test_a_prompt_that_spells_the_end_token_is_text(unpacked: dict[str, Path]) -> None:
+    module = _inference_module(unpacked["gpt2"])
+    metadata, tokenizer = module._model_files()
+    eos = metadata["tokenizer"]["eos_token_id"]
+    request = module.parse_request(
+        json.dumps({"inputs": "so <|endoftext|> what"}).encode(), "application/json", metadata
+    )
+    ids = module.build_predict_request(request, tokenizer, metadata)["inputs"]["input_ids"][0]
+    # The start-of-text frame is the only end-of-text token the model sees.
+    assert ids[0] == eos and eos not in ids[1:]
+    assert tokenizer.decode(ids[1:]) == "so <|endoftext|> what"
+
+
 def test_a_null_parameters_object_takes_the_defaults(served: ServedModel) -> None:
     status, answer = _invoke(served, {"inputs": "i love", "parameters": None})
     assert status == 200 and len(answer) == 1 and "generated_text" in answer[0]

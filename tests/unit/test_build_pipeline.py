@@ -168,7 +168,9 @@ def test_a_diverged_training_is_not_packaged() -> None:
 def test_a_folder_of_upper_case_files_is_read(tmp_path: Path) -> None:
     for name in ("A.CSV", "B.TXT", "c.Csv", "README.TXT", "notes.md"):
         (tmp_path / name).write_text("hello\n", encoding="utf-8")
-    assert [p.name for p in expand_inputs([tmp_path])] == ["A.CSV", "B.TXT", "c.Csv"]
+    said: list[str] = []
+    assert [p.name for p in expand_inputs([tmp_path], said.append)] == ["A.CSV", "B.TXT", "c.Csv"]
+    assert said == [f"skipped {tmp_path / 'README.TXT'}: a README, not tweets"]
 
 
 def test_a_directory_is_no_artifact(tmp_path: Path) -> None:

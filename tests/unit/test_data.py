@@ -168,6 +168,43 @@ def test_raw_csv_is_read_as_latin1(tmp_path: Path) -> None:
     assert list(read_tweets(path)) == ["café au lait"]
 
 
+def test_raw_csv_saved_as_utf8_is_read_as_utf8(tmp_path: Path) -> None:
+    # The same layout re-saved by an editor: UTF-8, a BOM, and characters ISO-8859-1 lacks.
+    content = "\ufeff" + raw_row("caf\xe9 \U0001f600") + raw_row("\u201cquoted\u201d ok")
+    path = write(tmp_path / "raw.csv", content.encode("utf-8"))
+    assert detect_format(path) is InputFormat.SENTIMENT140
+    assert list(read_tweets(path)) == ["caf\xe9 \U0001f600", "\u201cquoted\u201d ok"]
+
+
+def test_raw_csv_lines_that_are_not_utf8_stay_latin1(tmp_path: Path) -> None:
+    content = raw_row("na\xefve").encode("latin-1") + raw_row("\u20ac5").encode("utf-8")
+    path = write(tmp_path / "raw.csv", content)
+    assert list(read_tweets(path)) == ["na\xefve", "\u20ac5"]
+
+
+@pytest.mark.parametrize(
+    ("name", "lines", "expected"),
+    [
+        ("tweets.txt", ["first", "second é", "", "third"], ["first", "second é", "", "third"]),
+        ("raw.csv", [raw_row("one").rstrip("\n"), raw_row("two").rstrip("\n")], ["one", "two"]),
+        ("tweets.csv", ["id,text", '1,"a\rb"', "2,plain"], ["a\rb", "plain"]),
+    ],
+)
+@pytest.mark.parametrize("ending", ["\r", "\r\n", "\n"])
+def test_every_line_ending_is_a_line_break(
+    tmp_path: Path, name: str, lines: list[str], expected: list[str], ending: str
+) -> None:
+    # Classic Mac OS files end lines with a lone CR: they are not one long tweet.
+    path = write(tmp_path / name, ending.join(lines) + ending)
+    assert list(read_tweets(path)) == expected
+
+
+def test_a_bad_byte_after_lone_cr_breaks_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "tweets.txt", b"one\rtwo\rthr\xffee\r")
+    with pytest.raises(InputError, match=r"byte 0xff at byte offset 11, line 3"):
+        list(read_tweets(path))
+
+
 def test_header_csv_is_read_as_utf8_with_pandas_quoting(tmp_path: Path) -> None:
     path = write(
         tmp_path / "tweets.csv",

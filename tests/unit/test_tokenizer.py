@@ -40,6 +40,14 @@ def test_tweets_round_trip_and_placeholders_stay_whole(sentiment140: Path) -> No
     assert framed[0] == EOS_ID and framed[-1] == EOS_ID and EOS_ID not in framed[1:-1]
 
 
+def test_a_tweet_that_spells_the_end_token_keeps_its_characters(sentiment140: Path) -> None:
+    tok = train_tokenizer(_train_texts(sentiment140), vocab_size=1000)
+    text = "the end <|endoftext|> or not"
+    framed = encode_tweets(tok, [text])[0]
+    assert EOS_ID not in framed[1:-1]
+    assert tok.decode(framed[1:-1]) == text
+
+
 @pytest.mark.parametrize(
     "content", ["just a tweet\nanother one\n", '{"not": "a tokenizer"}', "", "\x00\x01"]
 )

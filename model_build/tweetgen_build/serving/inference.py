@@ -55,6 +55,9 @@ class RequestError(ValueError):
 def _model_files() -> tuple[dict[str, Any], Tokenizer]:
     metadata = json.loads((CODE_DIR.parent / "metadata.json").read_text(encoding="utf-8"))
     tokenizer = Tokenizer.from_file(str(CODE_DIR.parent / metadata["tokenizer"]["path"]))
+    # A prompt that spells <|endoftext|> means the characters: the token would end the text
+    # before the model saw the rest (tokenizer JSON does not save this setting).
+    tokenizer.encode_special_tokens = True
     return metadata, tokenizer
 
 
