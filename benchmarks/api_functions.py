@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tweetgen_local.template import Template
+
 from benchmarks.common import (
     DEFAULT_DATA,
     OUT_DIR,
@@ -69,11 +71,13 @@ def _function_dirs() -> list[Path]:
 
 
 def _environment(code_dir: Path | None) -> dict[str, str]:
-    """What the Lambda runtime sets before it imports a handler, tracing active as deployed."""
+    """What the Lambda runtime sets before it imports a handler, tracing active as deployed
+    (with the template's ``Globals`` variables)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POWERTOOLS_", "AWS_"))}
     name = code_dir.name if code_dir else "powertools"
     return {
         **env,
+        **Template.load(REPO_ROOT / "template.yaml").global_environment(),
         "AWS_LAMBDA_FUNCTION_NAME": f"tweetgen-{name}",
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
         "LAMBDA_TASK_ROOT": str(code_dir or REPO_ROOT),

@@ -786,6 +786,12 @@ class Template:
             if r.type in (SERVERLESS_FUNCTION, LAMBDA_FUNCTION)
         }
 
+    def global_environment(self) -> dict[str, str]:
+        """The plain-text variables ``Globals`` gives every function (intrinsics left out)."""
+        function = self.globals.get("Function") or {}
+        variables = (function.get("Environment") or {}).get("Variables") or {}
+        return {name: value for name, value in variables.items() if isinstance(value, str)}
+
     @classmethod
     def load(
         cls, path: str | Path, parameter_overrides: Mapping[str, Any] | None = None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tweetgen_local.template import Template
 
 from tests.conftest import REPO_ROOT
 
@@ -54,6 +55,9 @@ print(json.dumps({
     "ours": sorted(m for m in sys.modules if m.startswith("tweetgen.")),
     "powertools": sorted(m for m in sys.modules if m.startswith("aws_lambda_powertools.")),
     "patched": sorted(_PATCHED_MODULES),
+    "sqlite": sorted(m for m in sys.modules if m.startswith(("sqlite3", "sqlalchemy.dialects.sqlite"))),
+    # pydantic's plugin loader records what it found the first time it looks.
+    "plugin_scan": getattr(sys.modules.get("pydantic.plugin._loader"), "_plugins", None) is not None,
 }))
 """
 
@@ -63,6 +67,7 @@ def cold_import(
 ) -> dict[str, Any]:
     code_dir = REPO_ROOT / "functions" / function
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    env |= Template.load(REPO_ROOT / "template.yaml").global_environment()
     env |= {
         "AWS_LAMBDA_FUNCTION_NAME": f"tweetgen-{function}",
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
@@ -107,6 +112,10 @@ def test_a_handler_imports_no_ml_library_and_traces_only_what_it_calls(
     if function not in EXPERIMENT_FUNCTIONS:
         assert "tweetgen.adapters.database.experiment" not in loaded["ours"]
         assert "tweetgen.domain.statistics" not in loaded["ours"]
+    # SQLite is the local stack's database: its modules load with an engine that uses them.
+    assert loaded["sqlite"] == []
+    # The template turns pydantic's plugins off: no scan of every package's entry points.
+    assert loaded["plugin_scan"] is False
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

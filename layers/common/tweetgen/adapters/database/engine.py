@@ -9,17 +9,20 @@ or MySQL's ``wait_timeout`` passed.
 from __future__ import annotations
 
 import logging
-import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy
-from sqlalchemy import URL, Engine, event, make_url
+from sqlalchemy import URL, Engine, Table, event, make_url
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import mysql, sqlite
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
@@ -32,8 +35,10 @@ __all__ = [
     "has_transaction_control",
     "is_mysql",
     "is_unreachable",
+    "mysql_insert",
     "normalise_url",
     "shared_engine",
+    "sqlite_insert",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +64,23 @@ def is_mysql(dialect: Dialect) -> bool:
     return dialect.name in ("mysql", "mariadb")
 
 
+# The dialects' own INSERTs (upserts) are imported on first use, like the dialect of an
+# engine: importing SQLAlchemy's MySQL dialect loads every MySQL driver's module, and a
+# function on Aurora never needs SQLite's. Neither is a cold-start cost of a handler.
+def mysql_insert(table: Table) -> mysql.Insert:
+    """``INSERT ... ON DUPLICATE KEY UPDATE`` for MySQL, MariaDB and Aurora MySQL."""
+    from sqlalchemy.dialects.mysql import insert
+
+    return insert(table)
+
+
+def sqlite_insert(table: Table) -> sqlite.Insert:
+    """``INSERT ... ON CONFLICT`` for SQLite."""
+    from sqlalchemy.dialects.sqlite import insert
+
+    return insert(table)
+
+
 # MySQL error codes that say the server could not be reached or let the connection go: too
 # many connections, shutting down, connection killed, no socket, no route or refused, gone
 # away, lost during a query, lost while reading, idle too long. A client may try again; any
@@ -77,9 +99,13 @@ def is_unreachable(error: BaseException) -> bool:
     args = getattr(original, "args", ())
     if args and isinstance(args[0], int):
         return args[0] in _UNREACHABLE_MYSQL_CODES
+    # SQLite's module is loaded only where an engine uses it (not in a function on Aurora).
+    sqlite3 = sys.modules.get("sqlite3")
     message = str(original)
-    return isinstance(original, sqlite3.OperationalError) and any(
-        words in message for words in _UNREACHABLE_SQLITE
+    return (
+        sqlite3 is not None
+        and isinstance(original, sqlite3.OperationalError)
+        and any(words in message for words in _UNREACHABLE_SQLITE)
     )
 
 
@@ -241,6 +267,8 @@ def _enable_wal(cursor: Any, busy_timeout_s: float) -> None:
     does not wait for; so wait here while another connection holds it (its commit writes the
     WAL header, after which the switch is a no-op).
     """
+    import sqlite3
+
     deadline = time.monotonic() + busy_timeout_s
     while True:
         try:

@@ -41,7 +41,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeEngine
 
@@ -61,7 +60,7 @@ from tweetgen.domain.aggregation import (
 
 from . import schema
 from .columns import UTCDateTime
-from .engine import SQLITE_BEGIN_OPTION
+from .engine import SQLITE_BEGIN_OPTION, mysql_insert, sqlite_insert
 from .repositories import _Repository
 
 __all__ = ["ExperimentStateRepository", "MetricsRepository"]
@@ -464,12 +463,12 @@ class MetricsRepository(_Repository):
         # thousands of rows costs SQLAlchemy more to compile than the database to run).
         replaced = [name for name in rows[0] if name not in ("variant", "bucket_start")]
         if self._mysql:
-            statement = mysql.insert(table)
+            statement = mysql_insert(table)
             upsert: Any = statement.on_duplicate_key_update(
                 {name: statement.inserted[name] for name in replaced}
             )
         else:
-            statement_ = sqlite.insert(table)
+            statement_ = sqlite_insert(table)
             upsert = statement_.on_conflict_do_update(
                 index_elements=["variant", "bucket_start"],
                 set_={name: statement_.excluded[name] for name in replaced},

@@ -14,16 +14,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, NotRequired, TypedDict, TypeVar, Unpack, cast, get_args
+from typing import Any, Final, Literal, NotRequired, TypedDict, TypeVar, Unpack, get_args
 
 from sqlalchemy import Connection, Engine, Row, Table, case, func, select, update
-from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.sql.dml import Insert
 
 from tweetgen.domain.aggregation import POSITIVE_REWARD
 
 from . import schema
-from .engine import SQLITE_BEGIN_OPTION, is_mysql
+from .engine import SQLITE_BEGIN_OPTION, is_mysql, mysql_insert, sqlite_insert
 
 __all__ = [
     "ROLLOUT_STATUSES",
@@ -242,18 +240,14 @@ class _Repository:
         with self._engine.connect() as connection:
             return connection.execute(select(table).where(*conditions)).one_or_none()
 
-    def _insert(self, table: Table, values: Mapping[str, Any]) -> Insert:
-        dialect = mysql if self._mysql else sqlite
-        return dialect.insert(table).values(**values)
-
     def _insert_new(self, connection: Connection, table: Table, values: Mapping[str, Any]) -> None:
         """Insert unless a row with the same primary key exists; an existing row is kept."""
         key = [column.name for column in table.primary_key]
         if self._mysql:
-            statement = cast(mysql.Insert, self._insert(table, values))
+            statement = mysql_insert(table).values(**values)
             connection.execute(statement.on_duplicate_key_update({key[0]: table.c[key[0]]}))
         else:
-            statement_ = cast(sqlite.Insert, self._insert(table, values))
+            statement_ = sqlite_insert(table).values(**values)
             connection.execute(statement_.on_conflict_do_nothing(index_elements=key))
 
     def _upsert(self, connection: Connection, table: Table, values: Mapping[str, Any]) -> None:
@@ -261,14 +255,14 @@ class _Repository:
         key = [column.name for column in table.primary_key]
         changed = [name for name in values if name not in key]
         if self._mysql:
-            statement = cast(mysql.Insert, self._insert(table, values))
+            statement = mysql_insert(table).values(**values)
             connection.execute(
                 statement.on_duplicate_key_update(
                     {name: statement.inserted[name] for name in changed}
                 )
             )
         else:
-            statement_ = cast(sqlite.Insert, self._insert(table, values))
+            statement_ = sqlite_insert(table).values(**values)
             connection.execute(
                 statement_.on_conflict_do_update(
                     index_elements=key, set_={name: statement_.excluded[name] for name in changed}
@@ -302,11 +296,11 @@ class _Repository:
         self, connection: Connection, table: Table, values: Mapping[str, Any], bump: Any
     ) -> bool:
         if self._mysql:
-            statement = cast(mysql.Insert, self._insert(table, {**values, "deliveries": 1}))
+            statement = mysql_insert(table).values({**values, "deliveries": 1})
             # Affected rows: 1 for an insert, 2 for an update of an existing row.
             result = connection.execute(statement.on_duplicate_key_update(bump))
             return result.rowcount == 1
-        statement_ = cast(sqlite.Insert, self._insert(table, {**values, "deliveries": 1}))
+        statement_ = sqlite_insert(table).values({**values, "deliveries": 1})
         deliveries = connection.execute(
             statement_.on_conflict_do_update(index_elements=["id"], set_=bump).returning(
                 table.c.deliveries
@@ -340,10 +334,10 @@ class _Repository:
             )
             values = [{**row, "deliveries": 1} for row in rows]
             if self._mysql:
-                statement = mysql.insert(table).values(values)
+                statement = mysql_insert(table).values(values)
                 connection.execute(statement.on_duplicate_key_update(bump))
             else:
-                statement_ = sqlite.insert(table).values(values)
+                statement_ = sqlite_insert(table).values(values)
                 connection.execute(
                     statement_.on_conflict_do_update(index_elements=["id"], set_=bump)
                 )
