@@ -73,7 +73,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--patience", type=_positive, default=2, help="early-stopping patience in epochs"
     )
     parser.add_argument("--max-tweets", type=_positive, default=None, help="use at most N tweets")
-    parser.add_argument("--vocab-size", type=_positive, default=8000)
+    parser.add_argument(
+        "--vocab-size",
+        type=_positive,
+        default=8000,
+        help="tokens in the trained tokenizer, placeholders included (a multiple of 16, like the"
+        " default, spares the sampler a copy of the vocabulary head per request)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--tokenizer",

@@ -132,6 +132,8 @@ def sampling_head(
     extra = block_width(vocab) - vocab
     if bias is None:
         bias = tf.zeros([vocab], weights.dtype)
+    if not extra:  # a vocabulary of whole blocks (the default 8,000 is one): no copy
+        return weights, bias
     padding = [[0, 0], [0, 0]]
     padding[vocab_axis] = [0, extra]
     return (

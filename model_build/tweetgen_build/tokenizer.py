@@ -22,7 +22,13 @@ MIN_VOCAB_SIZE = 300
 def train_tokenizer(
     texts: Iterable[str], *, vocab_size: int = 8000, min_frequency: int = 2
 ) -> Tokenizer:
-    """Train a byte-level BPE tokenizer; the same texts always give the same tokenizer."""
+    """Train a byte-level BPE tokenizer; the same texts always give the same tokenizer.
+
+    ``vocab_size`` counts every token: the bytes, the merges, ``<|endoftext|>`` and the
+    placeholders (fewer when the texts offer too few merges). A multiple of 16, like the
+    default, lets the sampler use the vocabulary head as it is instead of a widened copy per
+    request (``tweetgen_build.generation.sampling_head``).
+    """
     if vocab_size < MIN_VOCAB_SIZE:
         raise ValueError(
             f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 bytes + merges), got {vocab_size}"
@@ -31,7 +37,7 @@ def train_tokenizer(
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - len(PLACEHOLDER_TOKENS),
         min_frequency=min_frequency,
         special_tokens=[EOS_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),

@@ -394,6 +394,25 @@ def test_generation_samples_only_ids_of_the_vocabulary(random_gpt2: Any, model: 
             assert int(tf.reduce_max(out["generated_ids"])) < vocab
 
 
+@pytest.mark.parametrize(("vocab", "copies"), [(64, 0), (50, 1)])
+def test_a_vocabulary_of_whole_blocks_samples_from_the_head_as_it_is(
+    vocab: int, copies: int
+) -> None:
+    """The default vocabulary (8,000 = 500 blocks of 16) costs no widened copy per request."""
+    from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
+
+    module = LSTMServing(build_lstm(LSTMConfig(vocab_size=vocab, embedding_dim=8, units=8)))
+    graph = module.generate.get_concrete_function().graph
+    kernel_pads = [
+        op
+        for op in graph.get_operations()
+        if op.type in ("Pad", "PadV2")
+        and op.outputs[0].shape.rank == 2
+        and op.outputs[0].shape[0] == 8
+    ]
+    assert len(kernel_pads) == copies
+
+
 def test_gpt2_tables_above_the_limit_decode_unwidened_to_the_same_tokens(
     random_gpt2: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
