@@ -17,6 +17,7 @@ import gc
 gc.disable()  # until coldstart.setup_done() at the end of this module
 
 import functools
+import sys
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -164,6 +165,17 @@ def decisions(**arguments: Any) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- handler
 
 
+def _database_unreachable(error: Exception) -> bool:
+    """Whether ``error`` is the database's, and says it cannot be reached now."""
+    # Only a query that loaded the database layer can have failed on the database.
+    if "tweetgen.adapters.database" not in sys.modules:
+        return False
+    from sqlalchemy.exc import DBAPIError
+    from tweetgen.adapters.database import is_unreachable
+
+    return isinstance(error, DBAPIError) and is_unreachable(error)
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.APPSYNC_RESOLVER)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -173,7 +185,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
     except ServiceError as exc:
         logger.info("refused", extra={"error": type(exc).__name__, "reason": exc.reason})
         raise appsync.as_refusal(exc) from None
-    except Exception:
+    except Exception as exc:
+        if _database_unreachable(exc):
+            # As the REST API's 503: Aurora resuming or failing over, the client may retry.
+            logger.warning("the database is unreachable", extra={"reason": str(exc)})
+            raise ServiceUnavailable(
+                "the database is not reachable right now; try again in a few seconds"
+            ) from None
         logger.exception("the request failed")
         raise appsync.InternalFailure(
             f"the request failed; request id {context.aws_request_id} names it in the logs"

@@ -27,7 +27,7 @@ from tweetgen.adapters import sagemaker
 from tweetgen.adapters.api import error_response, json_response, new_resolver
 from tweetgen.adapters.database import Database, is_unreachable
 from tweetgen.adapters.tracing import new_tracer
-from tweetgen.services.errors import ServiceUnavailable, UnknownGeneration
+from tweetgen.services.errors import ServiceUnavailable, UnknownGeneration, shown_id
 from tweetgen.services.experiment import experiment_status
 
 logger = Logger()
@@ -71,7 +71,7 @@ def get_generation(generation_id: str):
     generation = database().generations.get(generation_id)
     if generation is None:
         raise UnknownGeneration(
-            f"no generation {generation_id!r} is recorded (a new one takes a few seconds)"
+            f"no generation {shown_id(generation_id)} is recorded (a new one takes a few seconds)"
         )
     return json_response(
         200,

@@ -40,7 +40,9 @@ def processor() -> BatchProcessor:
     # message, so a cold start whose batch is written never loads the batch utility.
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
-    return BatchProcessor(event_type=EventType.SQS)
+    # A batch whose every message fails is reported like any other (each message back on
+    # the queue, the failures counted), not raised as an error of the whole invocation.
+    return BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @functools.cache

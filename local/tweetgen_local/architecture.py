@@ -153,6 +153,14 @@ def _cell(value: Any) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _value_cell(value: Any) -> str:
+    """An environment variable's value; plain text Markdown would read as emphasis
+    (``__all__``) is shown as code."""
+    if isinstance(value, str) and any(mark in value for mark in "_*"):
+        return _cell(f"`{value}`")
+    return _cell(value)
+
+
 def _intrinsic(value: Any) -> str:
     """A short reading of an unresolved value: ``Ref X`` → ``X``, ``!GetAtt A.B`` → ``A.B``."""
     if isinstance(value, dict) and len(value) == 1:
@@ -182,7 +190,7 @@ def configuration(template: Template) -> str:
     users: dict[str, dict[str, list[str]]] = {}
     for logical_id, function in template.functions.items():
         for variable, value in function.environment.items():
-            users.setdefault(variable, {}).setdefault(_cell(value), []).append(logical_id)
+            users.setdefault(variable, {}).setdefault(_value_cell(value), []).append(logical_id)
     lines += ["", "| environment variable | value | functions |", "|---|---|---|"]
     for variable in sorted(users):
         for value, functions in users[variable].items():

@@ -130,6 +130,13 @@ def test_container_context_fields_reach_the_handlers(unpacked: dict[str, Path]) 
         (b'{"inputs": "hi", "parameters": ""}', "application/json", "must be a JSON object"),
         (b"[" * 100_000, "application/json", "nested too deeply"),
         (
+            b'{"inputs": "hi", "parameters": {"seed": ' + b"1" * 5000 + b"}}",
+            "application/json",
+            "number too long",
+        ),
+        # Valid JSON, yet no text: half of a surrogate pair (a client that cut an emoji).
+        (b'{"inputs": "half \\ud83d"}', "application/json", "lone surrogate at character 5"),
+        (
             b'{"inputs": "hi", "parameters": {"seed": -4}}',
             "application/json",
             "seed must be between",
@@ -181,6 +188,22 @@ def test_a_prompt_that_spells_the_end_token_is_text(unpacked: dict[str, Path]) -
     # The start-of-text frame is the only end-of-text token the model sees.
     assert ids[0] == eos and eos not in ids[1:]
     assert tokenizer.decode(ids[1:]) == "so <|endoftext|> what"
+
+
+def test_a_model_whose_cap_is_under_the_default_serves_requests_without_one(
+    unpacked: dict[str, Path],
+) -> None:
+    module = _inference_module(unpacked["lstm"])
+    metadata, _ = module._model_files()
+    small = {**metadata, "generation": {**metadata["generation"], "max_new_tokens": 5}}
+    assert module.DEFAULTS["max_new_tokens"] > 5
+    request = module.parse_request(b'{"inputs": "hi"}', "application/json", small)
+    assert request["max_new_tokens"] == 5
+    # A value the client sends is still held to the cap.
+    with pytest.raises(module.RequestError, match="between 1 and 5"):
+        module.parse_request(
+            b'{"inputs": "hi", "parameters": {"max_new_tokens": 6}}', "application/json", small
+        )
 
 
 def test_a_null_parameters_object_takes_the_defaults(served: ServedModel) -> None:

@@ -58,6 +58,41 @@ def test_a_body_nested_too_deeply_is_a_422_with_a_reason(
     ]
 
 
+@pytest.mark.parametrize(
+    ("function", "event_file", "field"),
+    [("generate", "api_generate.json", "seed"), ("feedback", "api_feedback.json", "reward")],
+)
+@pytest.mark.parametrize(
+    ("body", "base64", "reason"),
+    [
+        # More digits than Python converts to an integer (valid JSON all the same).
+        ('{"FIELD": ' + "1" * 5000 + "}", False, "the body holds a number too long to read"),
+        # A base64 body (as API Gateway sends binary media) that is not UTF-8 text.
+        ('{"prompt": "\xff\xfe"}', True, "the body is not UTF-8 text (byte 0xff)"),
+        ("not base64 at all!", True, "the body is not valid base64"),
+    ],
+)
+def test_a_body_that_cannot_be_read_is_a_422_with_a_reason(
+    function: str,
+    event_file: str,
+    field: str,
+    body: str,
+    base64: bool,
+    reason: str,
+    tmp_path: Path,
+) -> None:
+    import base64 as b64
+
+    text = body.replace("FIELD", field)
+    encoded = b64.b64encode(text.encode("latin-1")).decode() if base64 else text
+    if body.startswith("not base64"):
+        encoded = text
+    event = sample_event(event_file) | {"body": encoded, "isBase64Encoded": base64}
+    answer = handle(function, event, tmp_path)
+    assert answer["statusCode"] == 422
+    assert json.loads(answer["body"])["errors"] == [{"field": "body", "reason": reason}]
+
+
 def test_reading_a_generation_while_the_database_is_unreachable_is_a_503_to_retry(
     tmp_path: Path,
 ) -> None:

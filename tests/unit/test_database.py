@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -714,6 +715,55 @@ def test_from_environment_says_what_is_missing() -> None:
         Database.from_environment({})
     with pytest.raises(DatabaseConfigError, match="DATABASE_CONNECT_TIMEOUT"):
         Database.from_environment({"DATABASE_URL": "sqlite://", "DATABASE_CONNECT_TIMEOUT": "soon"})
+
+
+def test_a_mysql_server_that_accepts_and_never_answers_is_unreachable_not_a_hang() -> None:
+    """A stalled server (accepting, then silent) fails within the query timeout: the caller
+    answers 503 (or the recorder leaves its batch on the queue) before Lambda's own timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])  # and never say a word
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    try:
+        db = Database.from_environment(
+            {
+                "DATABASE_URL": f"mysql+pymysql://tweetgen@127.0.0.1:{port}/tweetgen",
+                "DATABASE_CONNECT_TIMEOUT": "1",
+                "DATABASE_QUERY_TIMEOUT": "0.5",
+            }
+        )
+        started = time.monotonic()
+        with pytest.raises(OperationalError) as stalled:
+            db.generations.get("any")
+        assert time.monotonic() - started < 10
+        assert accepted  # the connection was made: the wait was for the server's greeting
+        assert is_unreachable(stalled.value)
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        listener.close()
+        dispose_engines()
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "inf", "nan"])
+def test_a_query_timeout_must_be_positive_seconds(value: str) -> None:
+    with pytest.raises(DatabaseConfigError, match="DATABASE_QUERY_TIMEOUT"):
+        Database.from_environment({"DATABASE_URL": "sqlite://", "DATABASE_QUERY_TIMEOUT": value})
 
 
 def test_a_secret_without_credentials_is_refused(aws: Any) -> None:

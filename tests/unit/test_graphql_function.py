@@ -44,6 +44,7 @@ from tweetgen_local.graphql_server import (
 )
 
 from tests.conftest import REPO_ROOT
+from tests.unit.test_handler_imports import unreachable_database_url
 
 REGION = "us-east-1"
 FUNCTION = REPO_ROOT / "functions" / "graphql" / "app.py"
@@ -503,6 +504,19 @@ def test_a_failure_that_is_no_refusal_names_the_request_id_not_its_details(
     assert error["errorType"] == "InternalFailure"
     assert "the request failed; request id" in error["message"]
     assert "DATABASE" not in error["message"]
+
+
+@pytest.mark.parametrize("query", ['{ generation(id: "x") { id } }', "{ experiment { control } }"])
+def test_an_unreachable_database_is_unavailable_as_a_503_is_to_rest_clients(
+    api: Api, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", unreachable_database_url())
+    monkeypatch.setenv("DATABASE_CONNECT_TIMEOUT", "2")
+    error = _error(api.graphql(query))
+    assert error["errorType"] == "ServiceUnavailable"
+    assert error["message"] == (
+        "the database is not reachable right now; try again in a few seconds"
+    )
 
 
 def test_the_sample_events_reach_their_resolvers(api: Api) -> None:

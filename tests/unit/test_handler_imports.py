@@ -234,7 +234,9 @@ bad["messageId"] = "poison"
 bad["body"] = "not an event"
 mixed = {"Records": [bad, *event["Records"]]}
 reported = app.lambda_handler(mixed, context)
+only_bad = app.lambda_handler({"Records": [bad]}, context)
 print(json.dumps({"written": written, "after_written": after_written, "reported": reported,
+                  "only_bad": only_bad,
                   "after_reported": BATCH in sys.modules,
                   "stored": app.database().generations.get(
                       json.loads(event["Records"][0]["body"])["generation_id"]) is not None}))
@@ -270,6 +272,8 @@ def test_the_recorder_loads_the_batch_utility_only_for_a_batch_it_cannot_write_a
     # A malformed message fails alone (and reaches the dead-letter queue after its retries).
     assert result["reported"] == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
     assert result["after_reported"] is True
+    # A batch of nothing but failures is reported the same way, not raised.
+    assert result["only_bad"] == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
     assert result["stored"] is True
 
 

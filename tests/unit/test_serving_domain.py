@@ -156,6 +156,46 @@ def test_moving_weight_moves_only_the_users_it_has_to() -> None:
     assert 0.07 < len(moved) / len(users) < 0.13
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "changed"),
+    [
+        ({"a": 1.0, "b": 1.0, "c": 1.0}, {"a": 2.0, "b": 1.0, "c": 1.0}, "a"),
+        # A canary joins: users leave the others for it only.
+        ({"gpt2": 1.0, "lstm": 1.0}, {"gpt2": 1.0, "lstm": 1.0, "bert": 0.2}, "bert"),
+        ({"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 1.0, "b": 0.5, "c": 3.0}, "b"),
+    ],
+)
+def test_users_of_variants_whose_weights_stand_never_move_between_them(
+    before: dict[str, float], after: dict[str, float], changed: str
+) -> None:
+    users = [f"user-{i}" for i in range(20_000)]
+    first = {u: assign_variant(u, before) for u in users}
+    then = {u: assign_variant(u, after) for u in users}
+    moved = [u for u in users if first[u] != then[u]]
+    # Every move is to or from the variant whose weight changed...
+    assert all(changed in (first[u], then[u]) for u in moved)
+    # ...and no more users move than its share changed by (within sampling error).
+    share = {
+        name: weights.get(changed, 0.0) / sum(weights.values())
+        for name, weights in (("before", before), ("after", after))
+    }
+    expected = abs(share["after"] - share["before"])
+    assert abs(len(moved) / len(users) - expected) < 5 * math.sqrt(expected / len(users)) + 1e-9
+
+
+@settings(max_examples=10, deadline=None)
+@given(weights=st.lists(st.floats(min_value=0.05, max_value=10), min_size=3, max_size=3))
+def test_shares_of_three_variants_follow_the_weights(weights: list[float]) -> None:
+    names = ["a", "b", "c"]
+    users = 12_000
+    counts = Counter(
+        assign_variant(f"user-{i}", dict(zip(names, weights, strict=True))) for i in range(users)
+    )
+    for name, weight in zip(names, weights, strict=True):
+        share = weight / sum(weights)
+        assert abs(counts[name] / users - share) < 5 * math.sqrt(share * (1 - share) / users)
+
+
 def test_anonymous_users_get_distinct_ids_that_the_api_accepts() -> None:
     ids = {new_user_id() for _ in range(100)}
     assert len(ids) == 100

@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools import Logger, Metrics
+from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
@@ -217,6 +218,8 @@ def only_failure(queue: Queue) -> GenerationFailedEvent:
         ({"generated_text": "not a list"}, "generated_text"),
         ([], "generated_text"),
         ([{"text": "wrong key"}], "generated_text"),
+        # Valid JSON that spells half a surrogate pair: no text to store.
+        (b'[{"generated_text": "half an emoji \\ud83d"}]', "lone surrogate"),
     ],
 )
 def test_a_malformed_model_answer_is_a_502_and_only_its_failure_is_queued(
@@ -345,6 +348,47 @@ def test_variants_follow_weight_updates_after_the_cache_expires(aws: None) -> No
     assert {v.model_version for v in variants.current()} == {"v1"}
 
 
+class _Throttled:
+    """The SageMaker client, with DescribeEndpoint throttled while ``on`` (AWS's answer)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.on = False
+
+    def describe_endpoint(self, **kwargs: Any) -> Any:
+        if self.on:
+            error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+            raise ClientError(error, "DescribeEndpoint")
+        return self._client.describe_endpoint(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_a_throttled_describe_endpoint_serves_on_the_weights_last_read(aws: None) -> None:
+    client = _Throttled(make_endpoint({"lstm": 1.0, "gpt2": 3.0}))
+    now = [0.0]
+    variants = EndpointVariants(client, "tweetgen", ttl_s=10, clock=lambda: now[0])
+    first = variants.current()
+    client.on = True
+    now[0] = 11.0
+    assert variants.current() == first  # stale, not a failed request
+    client.on = False
+    now[0] = 15.0
+    assert variants.current() == first  # kept for another ttl: SageMaker is not hammered
+    now[0] = 22.0
+    assert {v.name: v.weight for v in variants.current()} == {"lstm": 1.0, "gpt2": 3.0}
+
+
+def test_a_throttled_describe_endpoint_before_any_answer_is_a_503(aws: None) -> None:
+    client = _Throttled(make_endpoint({"lstm": 1.0}))
+    client.on = True
+    with pytest.raises(ServiceUnavailable) as raised:
+        EndpointVariants(client, "tweetgen").current()
+    assert raised.value.status == 503
+    assert "ThrottlingException" in str(raised.value)
+
+
 # --------------------------------------------------------------------------- feedback
 
 
@@ -356,6 +400,14 @@ def test_feedback_for_an_id_never_issued_is_a_404_and_nothing_is_queued(queue: Q
             feedback.submit(generation_id, FeedbackRequest(reward="like"))
         assert raised.value.status == 404
     assert queue.messages() == []
+
+
+def test_an_unknown_id_of_kilobytes_is_not_echoed_whole(queue: Queue) -> None:
+    feedback = FeedbackService(queue.adapter, GenerationIds(KEY))
+    with pytest.raises(UnknownGeneration) as raised:
+        feedback.submit("x" * 5000, FeedbackRequest(reward="like"))
+    assert len(raised.value.reason) < 200
+    assert "'" + "x" * 100 + "'... (5,000 characters)" in raised.value.reason
 
 
 def test_feedback_is_queued_with_its_reward_and_a_retry_counts_once(queue: Queue) -> None:
@@ -445,8 +497,10 @@ def test_an_endpoint_failure_is_counted_logged_and_raised(
             service(queue, runtime), GenerateRequest(user_id="fay"), metrics, Logger(service="api")
         )
 
-    values, _ = counted(metrics)
+    values, dimensions = counted(metrics)
     assert values == {"GenerationErrors": [1.0]}
+    # Per variant, like the generation_failed event the experiment's error rates count.
+    assert dimensions["variant"] == assign_variant("fay", {"lstm": 1.0, "gpt2": 1.0}, "tweetgen")
     (logged,) = [r for r in caplog.records if r.getMessage() == "the endpoint failed"]
     assert logged.levelname == "WARNING" and "ModelError" in logged.__dict__["reason"]
 

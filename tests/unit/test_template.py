@@ -539,6 +539,17 @@ def test_the_database_functions_run_in_the_private_subnets(stack: Template) -> N
         assert "VpcConfig" not in stack.function(logical_id).properties
 
 
+def test_a_stalled_database_fails_a_call_before_the_function_times_out(stack: Template) -> None:
+    """Connecting and then waiting for an answer both fit in the function's timeout, so a
+    database that stops answering is an error the function reports (503, batch left queued)."""
+    users = {lid for lid, f in stack.functions.items() if "DATABASE_SECRET_ARN" in f.environment}
+    for logical_id in users:
+        function = stack.function(logical_id)
+        env = function.environment
+        waits = float(env["DATABASE_CONNECT_TIMEOUT"]) + float(env["DATABASE_QUERY_TIMEOUT"])
+        assert waits < float(function.timeout), logical_id
+
+
 def test_only_the_functions_reach_the_database_and_nothing_reaches_the_internet(
     stack: Template,
 ) -> None:

@@ -95,6 +95,8 @@ def _parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
         raise RequestError(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise RequestError("request body is nested too deeply to read") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise RequestError(f"request body holds a number too long to read: {exc}") from None
     if not isinstance(payload, dict):
         raise RequestError('request body must be a JSON object like {"inputs": "a prompt"}')
     unknown = sorted(set(payload) - {"inputs", "parameters"})
@@ -116,6 +118,14 @@ def _parse_inputs(inputs: Any, max_batch_size: int) -> list[str]:
             raise RequestError(f"inputs[{i}] must be a string, got {type(prompt).__name__}")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise RequestError(f"inputs[{i}] is longer than {MAX_PROMPT_CHARS} characters")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # JSON's \ud83d escapes can spell half a surrogate pair: no character at all.
+            raise RequestError(
+                f"inputs[{i}] is not Unicode text: a lone surrogate at character {exc.start}"
+                " (half of a character such as an emoji)"
+            ) from None
     return prompts
 
 
@@ -126,8 +136,9 @@ def _parse_parameters(params: Any, metadata: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(params) - known)
     if unknown:
         raise RequestError(f"unknown parameters {unknown}: supported are {sorted(known)}")
-    merged = {**DEFAULTS, **params}
     cap = metadata["generation"]["max_new_tokens"]
+    # A model whose cap is under the default (a small context) serves requests without one.
+    merged = {**DEFAULTS, "max_new_tokens": min(DEFAULTS["max_new_tokens"], cap), **params}
     resolved = {
         "max_new_tokens": _integer(merged, "max_new_tokens", 1, cap),
         "temperature": _number(merged, "temperature", 0.0, MAX_TEMPERATURE),

@@ -95,6 +95,27 @@ def _raised_reading_json(error: BaseException) -> bool:
     )
 
 
+def _raised_decoding_body(error: BaseException) -> bool:
+    """Whether ``error`` came out of Powertools decoding a base64 body into text."""
+    return any(
+        frame.f_code.co_name == "decoded_body"
+        for frame, _ in traceback.walk_tb(error.__traceback__)
+    )
+
+
+def unreadable_body_reason(error: ValueError) -> str | None:
+    """Why the request's body could not be read, where ``error`` says so; None for an error
+    raised anywhere else (a fault, not the request's)."""
+    if _raised_decoding_body(error):
+        if isinstance(error, UnicodeDecodeError):
+            return f"the body is not UTF-8 text (byte 0x{error.object[error.start]:02x})"
+        return "the body is not valid base64"
+    if _raised_reading_json(error):
+        # Python refuses to convert integers of more than 4,300 digits.
+        return "the body holds a number too long to read"
+    return None
+
+
 def new_resolver(
     cors_origin: str | None = None, *, validation: bool = True
 ) -> APIGatewayRestResolver:
@@ -120,6 +141,15 @@ def new_resolver(
         if not _raised_reading_json(error):
             raise error
         reason = "the body is nested too deeply to read"
+        return error_response(
+            422, "the request is not valid", [{"field": "body", "reason": reason}]
+        )
+
+    @app.exception_handler(ValueError)
+    def _unreadable(error: ValueError) -> Response:
+        reason = unreadable_body_reason(error)
+        if reason is None:
+            raise error
         return error_response(
             422, "the request is not valid", [{"field": "body", "reason": reason}]
         )

@@ -7,6 +7,7 @@ Clients are created once per process (a warm Lambda reuses them) and honour
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +24,8 @@ from tweetgen.services.errors import (
     ServiceUnavailable,
     ServingVariant,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -42,6 +45,13 @@ def _error_code(exc: Exception) -> str:
     if not isinstance(response, dict):
         return ""
     return str((response.get("Error") or {}).get("Code", ""))
+
+
+def _is_aws_failure(exc: Exception) -> bool:
+    """An error answer of an AWS API (it has an error code) or a failure to reach it."""
+    from botocore.exceptions import BotoCoreError
+
+    return bool(_error_code(exc)) or isinstance(exc, BotoCoreError)
 
 
 def _error_message(exc: Exception) -> str:
@@ -282,10 +292,32 @@ class EndpointVariants:
         self._model_versions: dict[str, str] = {}
 
     def current(self) -> list[ServingVariant]:
+        """The variants as last described, described again once ``ttl_s`` has passed.
+
+        When SageMaker cannot answer (throttled, unavailable, unreachable), requests go on
+        with the variants last described, for another ``ttl_s``; before any answer, nothing
+        can be served: ``ServiceUnavailable`` (503).
+        """
         now = self._clock()
         if self._cached is not None and now - self._cached[0] < self._ttl_s:
             return self._cached[1]
-        variants = self._describe()
+        try:
+            variants = self._describe()
+        except ServiceUnavailable:
+            raise
+        except Exception as exc:
+            if not _is_aws_failure(exc):
+                raise
+            if self._cached is None:
+                raise ServiceUnavailable(
+                    f"the state of endpoint {self.endpoint_name!r} cannot be read right now"
+                    f" ({_error_code(exc) or type(exc).__name__}): try again shortly"
+                ) from None
+            logger.warning(
+                "DescribeEndpoint failed: serving on the variants last described",
+                extra={"error": _error_code(exc) or type(exc).__name__},
+            )
+            variants = self._cached[1]
         self._cached = (now, variants)
         return variants
 

@@ -80,8 +80,10 @@ def generate_counted(
     try:
         served = service.generate(request)
     except EndpointError as exc:
+        if exc.variant is not None:
+            metrics.add_dimension(name="variant", value=exc.variant)
         metrics.add_metric(name="GenerationErrors", unit=MetricUnit.Count, value=1)
-        logger.warning("the endpoint failed", extra={"reason": exc.reason})
+        logger.warning("the endpoint failed", extra={"variant": exc.variant, "reason": exc.reason})
         raise
     except ModelRefusedRequest as exc:
         # Not the variant's failure, but worth seeing: a variant with a shorter context

@@ -164,9 +164,13 @@ def unit_interval(*parts: str) -> float:
 def assign_variant(user_id: str, weights: Mapping[str, float], salt: str = "") -> str:
     """The variant ``user_id`` is served by while ``weights`` stand.
 
-    The user's hash is a point in [0, 1); the variants, in name order, cover the interval in
-    proportion to their weights. Weights need not sum to 1 (SageMaker's do not); negative,
-    zero and non-finite weights take no traffic.
+    Weighted rendezvous hashing: every variant draws the user a hash ``u`` in (0, 1), and the
+    variant with the smallest ``-ln(u) / weight`` serves them, which gives each variant its
+    share of users (an exponential race). A weight that changes moves only users between that
+    variant and the others, and only as many as the change in its share: users of two variants
+    whose weights stand never move between them, whatever a third one does (a canary added,
+    the bandit moving traffic). Weights need not sum to 1 (SageMaker's do not); negative, zero
+    and non-finite weights take no traffic.
     """
     live = sorted(
         (name, float(weight))
@@ -175,13 +179,15 @@ def assign_variant(user_id: str, weights: Mapping[str, float], salt: str = "") -
     )
     if not live:
         raise AssignmentError(f"no variant has a positive weight: {dict(weights)!r}")
-    total = sum(weight for _, weight in live)
-    point = unit_interval(salt, user_id) * total
-    for name, weight in live:
-        if point < weight:
-            return name
-        point -= weight
-    return live[-1][0]
+    if len(live) == 1:
+        return live[0][0]
+
+    def race(variant: tuple[str, float]) -> float:
+        name, weight = variant
+        # 1 - u is in (0, 1]: its logarithm is finite.
+        return -math.log(1.0 - unit_interval(salt, user_id, name)) / weight
+
+    return min(live, key=race)[0]
 
 
 def new_user_id() -> str:

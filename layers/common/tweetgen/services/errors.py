@@ -21,6 +21,7 @@ __all__ = [
     "ServiceUnavailable",
     "ServingVariant",
     "UnknownGeneration",
+    "shown_id",
 ]
 
 
@@ -60,14 +61,28 @@ class ModelRefusedRequest(RequestRejected):
         self.variant = variant
 
 
+#: How much of a client's identifier an error message repeats.
+MAX_SHOWN_ID_CHARS = 100
+
+
+def shown_id(value: str) -> str:
+    """``value`` quoted for an error message, cut to ``MAX_SHOWN_ID_CHARS`` characters: a
+    client that sends an id of kilobytes gets a short answer all the same."""
+    if len(value) <= MAX_SHOWN_ID_CHARS:
+        return repr(value)
+    return f"{value[:MAX_SHOWN_ID_CHARS]!r}... ({len(value):,} characters)"
+
+
 class UnknownGeneration(ServiceError):
     status = 404
 
 
 class EndpointError(ServiceError):
-    """The model endpoint failed or answered something that is not a generation."""
+    """The model endpoint failed or answered something that is not a generation;
+    ``variant`` is the production variant that failed, once the service knows it."""
 
     status = 502
+    variant: str | None = None
 
 
 class ServiceUnavailable(ServiceError):

@@ -44,6 +44,7 @@ from tweetgen.services.errors import (
     ServiceUnavailable,
     ServingVariant,
     UnknownGeneration,
+    shown_id,
 )
 
 __all__ = [
@@ -140,7 +141,15 @@ def _generated_text(body: bytes) -> str:
         raise EndpointError(
             'the model answered without one [{"generated_text": ...}] entry for the prompt'
         )
-    return str(answer[0]["generated_text"])
+    text = str(answer[0]["generated_text"])
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON's \ud83d escapes can spell half a surrogate pair: no text to store or show.
+        raise EndpointError(
+            "the model answered text that is not Unicode (a lone surrogate)"
+        ) from None
+    return text
 
 
 @dataclass
@@ -192,6 +201,7 @@ class GenerationService:
             if served_by != name:
                 raise EndpointError(f"asked variant {name!r} but {served_by!r} answered")
         except EndpointError as exc:
+            exc.variant = name
             self._report_failure(name, exc)
             raise
         event = GenerationEvent(
@@ -285,7 +295,9 @@ class FeedbackService:
     ) -> FeedbackAccepted:
         variant = self.ids.variant_of(generation_id)
         if variant is None:
-            raise UnknownGeneration(f"no generation {generation_id!r} was served by this service")
+            raise UnknownGeneration(
+                f"no generation {shown_id(generation_id)} was served by this service"
+            )
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 128:
             raise RequestRejected("the Idempotency-Key header must be 1 to 128 characters")
         reward = normalise_reward(request.reward)

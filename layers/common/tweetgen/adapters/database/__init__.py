@@ -11,6 +11,7 @@ Usage::
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from ..secrets import read_database_secret
 from .engine import (
     DEFAULT_BUSY_TIMEOUT_S,
     DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_QUERY_TIMEOUT_S,
     create_engine,
     dispose_engines,
     is_unreachable,
@@ -130,11 +132,17 @@ class Database:
         *,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S,
     ) -> Database:
         """``sqlite:///PATH`` or ``mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE``; the
         engine behind it is shared by every ``Database`` of the same URL in this process."""
         return cls(
-            shared_engine(url, connect_timeout_s=connect_timeout_s, busy_timeout_s=busy_timeout_s)
+            shared_engine(
+                url,
+                connect_timeout_s=connect_timeout_s,
+                busy_timeout_s=busy_timeout_s,
+                query_timeout_s=query_timeout_s,
+            )
         )
 
     @classmethod
@@ -144,12 +152,15 @@ class Database:
         ``DATABASE_URL`` wins when set (the local stack, tests). Otherwise ``DATABASE_SECRET_ARN``
         names a Secrets Manager secret with the credentials; ``DATABASE_HOST``, ``DATABASE_PORT``
         and ``DATABASE_NAME`` complete (or override) its connection fields.
-        ``DATABASE_CONNECT_TIMEOUT`` (seconds) allows for an Aurora cluster that resumes slowly.
+        ``DATABASE_CONNECT_TIMEOUT`` (seconds) allows for an Aurora cluster that resumes slowly;
+        ``DATABASE_QUERY_TIMEOUT`` (seconds) bounds the wait for each answer of MySQL, under the
+        function's own timeout.
         """
         timeout = _seconds(env, "DATABASE_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT_S)
+        query_timeout = _seconds(env, "DATABASE_QUERY_TIMEOUT", DEFAULT_QUERY_TIMEOUT_S)
         url = env.get("DATABASE_URL", "").strip()
         if url:
-            return cls.from_url(url, connect_timeout_s=timeout)
+            return cls.from_url(url, connect_timeout_s=timeout, query_timeout_s=query_timeout)
         secret_id = env.get("DATABASE_SECRET_ARN", "").strip()
         if not secret_id:
             raise DatabaseConfigError(
@@ -187,7 +198,13 @@ class Database:
         # Keyed without the password: after a rotation the same engine serves, with new logins.
         key = f"{url_.render_as_string(hide_password=True)}#secret={secret_id}"
         return cls(
-            shared_engine(url_, connect_timeout_s=timeout, credentials=credentials, cache_key=key)
+            shared_engine(
+                url_,
+                connect_timeout_s=timeout,
+                query_timeout_s=query_timeout,
+                credentials=credentials,
+                cache_key=key,
+            )
         )
 
     @property
@@ -211,6 +228,6 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value > 0:
+    if not 0 < value < math.inf:
         raise DatabaseConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_QUERY_TIMEOUT_S",
     "POOL_RECYCLE_S",
     "SQLITE_BEGIN_OPTION",
     "Credentials",
@@ -44,6 +45,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
+# How long MySQL may take to answer (its greeting, each statement): a server that accepts the
+# connection and then says nothing fails the call instead of holding it until Lambda's timeout.
+DEFAULT_QUERY_TIMEOUT_S = 60.0
 DEFAULT_BUSY_TIMEOUT_S = 15.0
 # Under the idle timeouts that silently drop TCP connections (350 s on AWS NAT and load balancers).
 POOL_RECYCLE_S = 280
@@ -132,13 +136,14 @@ def create_engine(
     *,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S,
     credentials: Credentials | None = None,
 ) -> Engine:
     """A new engine set up for this project; most callers want :func:`shared_engine`."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, busy_timeout_s)
-    return _mysql_engine(parsed, connect_timeout_s, credentials)
+    return _mysql_engine(parsed, connect_timeout_s, query_timeout_s, credentials)
 
 
 def shared_engine(
@@ -146,6 +151,7 @@ def shared_engine(
     *,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S,
     credentials: Credentials | None = None,
     cache_key: str | None = None,
 ) -> Engine:
@@ -160,6 +166,7 @@ def shared_engine(
             cache_key or parsed.render_as_string(hide_password=False),
             str(connect_timeout_s),
             str(busy_timeout_s),
+            str(query_timeout_s),
         )
     )
     with _engines_lock:
@@ -169,6 +176,7 @@ def shared_engine(
                 parsed,
                 connect_timeout_s=connect_timeout_s,
                 busy_timeout_s=busy_timeout_s,
+                query_timeout_s=query_timeout_s,
                 credentials=credentials,
             )
             _engines[key] = engine
@@ -185,7 +193,9 @@ def dispose_engines() -> None:
         engine.dispose()
 
 
-def _mysql_engine(url: URL, connect_timeout_s: float, credentials: Credentials | None) -> Engine:
+def _mysql_engine(
+    url: URL, connect_timeout_s: float, query_timeout_s: float, credentials: Credentials | None
+) -> Engine:
     # Imported here: the driver's tracing is only wanted (and Powertools only needed) for MySQL.
     from ..tracing import trace_database_driver
 
@@ -198,6 +208,10 @@ def _mysql_engine(url: URL, connect_timeout_s: float, credentials: Credentials |
         hide_parameters=True,
         connect_args={
             "connect_timeout": connect_timeout_s,
+            # PyMySQL waits for the server's greeting and every answer with these (no limit by
+            # default): a stalled server is then "lost connection" (2013), an outage (503).
+            "read_timeout": query_timeout_s,
+            "write_timeout": query_timeout_s,
             # NOW() and friends agree with the UTC values the application writes.
             "init_command": "SET time_zone = '+00:00'",
         },
