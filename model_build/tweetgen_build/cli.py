@@ -13,15 +13,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tweetgen_build.errors import InputError, ServingMismatch, check_artifact_path
+from tweetgen_build.errors import InputError, ServingMismatch, check_artifact_path, printable
 
 PROG = "tweetgen"
+# The largest value of an integer option: TensorFlow and the tokenizers library hold counts and
+# sizes in 32-bit integers and fail on larger ones after minutes of work (OverflowError from the
+# tokenizer trainer, ValueError from TensorFlow). The same as pipeline.MAX_INT, which the model
+# settings (--set) are held to; not imported from there, which would slow down --help.
+MAX_INT = 2**31 - 1
 
 
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {number}")
+    if number > MAX_INT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INT} (2**31 - 1), got {number}")
     return number
 
 
@@ -246,11 +253,11 @@ def validate_command(args: argparse.Namespace) -> int:
         meta = report.metadata
         assert meta is not None
         print(
-            f"{args.path}: ok ({meta.kind} for variant {meta.variant}, version {meta.version},"
-            f" {report.members} files, {report.total_bytes:,} bytes)"
+            f"{printable(str(args.path))}: ok ({meta.kind} for variant {meta.variant},"
+            f" version {meta.version}, {report.members} files, {report.total_bytes:,} bytes)"
         )
         return 0
-    print(f"{args.path}: {len(report.problems)} problem(s)", file=sys.stderr)
+    print(f"{printable(str(args.path))}: {len(report.problems)} problem(s)", file=sys.stderr)
     for problem in report.problems:
         print(f"  - {problem}", file=sys.stderr)
     return 1

@@ -7,6 +7,7 @@ import math
 import sys
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tweetgen_build.data import CleaningOptions
-from tweetgen_build.errors import InputError, check_artifact_path, printable
+from tweetgen_build.errors import InputError, check_artifact_path, error_line, printable
 from tweetgen_build.ngram import KneserNeyLM
 from tweetgen_build.tokenizer import EOS_ID
 
@@ -189,23 +190,33 @@ def evaluate_artifact(
 
     The split is recomputed with the cleaning options recorded in the artifact; a data
     fingerprint different from the training run's is reported rather than hidden.
+
+    The seed, the archive (unpacked whole), its metadata and tokenizer, and the data are
+    checked before TensorFlow is imported (seconds), which loading the SavedModel needs.
     """
-    from tweetgen_build.pipeline import EVAL_MAX_LENGTH, prepare_data
+    from tweetgen_build.packaging import load_saved_model, read_unpacked, unpack_artifact
+    from tweetgen_build.pipeline import EVAL_MAX_LENGTH, check_seed, prepare_data
     from tweetgen_build.tokenizer import encode_tweets
 
     say = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    # Checked before TensorFlow is imported (seconds), which loading the model needs.
+    check_seed(seed)
     check_artifact_path(archive)
+    shown = printable(str(archive))
     if not tarfile.is_tarfile(archive):
-        raise InputError(f"{archive}: not a tweetgen artifact (not a tar archive)")
-    from tweetgen_build.packaging import load_served_model, unpack_artifact
+        raise InputError(f"{shown}: not a tweetgen artifact (not a tar archive)")
+
+    def unloadable(exc: BaseException) -> InputError:
+        return InputError(
+            f"{shown}: not a loadable tweetgen artifact ({printable(error_line(exc))})"
+        )
 
     with tempfile.TemporaryDirectory(prefix="tweetgen-eval-") as tmp:
         try:
+            # A truncated gzip stream ends in EOFError, a corrupt one in zlib.error.
             root = unpack_artifact(archive, Path(tmp))
-            loaded, metadata, tokenizer = load_served_model(root)
-        except (OSError, tarfile.TarError, ValueError) as exc:
-            raise InputError(f"{archive}: not a loadable tweetgen artifact ({exc})") from None
+            metadata, tokenizer = read_unpacked(root)
+        except (OSError, EOFError, zlib.error, tarfile.TarError, ValueError) as exc:
+            raise unloadable(exc) from None
         cleaning = recorded_cleaning(metadata.data.cleaning, say)
         splits, _ = prepare_data(data, cleaning, max_tweets, say)
         same_data = splits.fingerprint() == metadata.data.sha256
@@ -213,6 +224,13 @@ def evaluate_artifact(
             say(
                 "note: this data differs from the training run's; the test split is not the one recorded"
             )
+        import tensorflow as tf
+
+        try:
+            # A SavedModel that does not parse ends in OSError.
+            loaded = load_saved_model(root, metadata)
+        except (OSError, ValueError, tf.errors.OpError) as exc:
+            raise unloadable(exc) from None
         train = encode_tweets(tokenizer, list(splits.train))
         test = encode_tweets(tokenizer, list(splits.test))
         metrics = offline_metrics(

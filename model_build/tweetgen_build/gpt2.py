@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 
 from tweetgen_build.configs import GPT2Settings
+from tweetgen_build.errors import InputError, error_line, printable
 from tweetgen_build.generation import (
     GeneratorServing,
     Head,
@@ -64,19 +65,42 @@ def load_pretrained_gpt2(path_or_name: str) -> Any:
     A checkpoint that only has PyTorch weights (``pytorch_model.bin`` / ``model.safetensors``)
     is converted on load (that needs ``torch`` installed); TensorFlow weights load directly.
     The checkpoint's own tokenizer must then be used for the run (see ``load_pretrained_tokenizer``).
+    A checkpoint that does not load is an :class:`InputError` naming it.
     """
     from transformers import TFGPT2LMHeadModel
 
     local = Path(path_or_name)
     from_pt = local.is_dir() and not (local / "tf_model.h5").exists()
-    return TFGPT2LMHeadModel.from_pretrained(path_or_name, from_pt=from_pt)
+    try:
+        return TFGPT2LMHeadModel.from_pretrained(path_or_name, from_pt=from_pt)
+    except Exception as exc:
+        raise _unloadable(path_or_name, "model", exc) from None
 
 
 def load_pretrained_tokenizer(path_or_name: str) -> Any:
-    """The byte-level BPE tokenizer that ships with a pretrained GPT-2 checkpoint."""
+    """The byte-level BPE tokenizer that ships with a pretrained GPT-2 checkpoint.
+
+    A checkpoint without one (or that does not load) is an :class:`InputError` naming it.
+    """
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path_or_name).backend_tokenizer
+    try:
+        return AutoTokenizer.from_pretrained(path_or_name).backend_tokenizer
+    except Exception as exc:
+        raise _unloadable(path_or_name, "tokenizer", exc) from None
+
+
+def _unloadable(path_or_name: str, part: str, exc: Exception) -> InputError:
+    """A checkpoint that transformers or the hub client cannot load, as one line.
+
+    They raise many kinds of errors (OSError for a missing file, huggingface_hub's validation
+    error for a name the hub refuses, AttributeError for a tokenizer without a fast backend...),
+    none of which should reach the user as a traceback.
+    """
+    return InputError(
+        f"--init-from {printable(path_or_name)}: cannot load the checkpoint's {part}"
+        f" ({type(exc).__name__}: {printable(error_line(exc))})"
+    )
 
 
 def settings_of(model: Any) -> GPT2Settings:

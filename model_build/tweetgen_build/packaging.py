@@ -2,6 +2,9 @@
 
 ``model.tar.gz`` holds ``model/1/`` (the SavedModel), ``code/inference.py``,
 ``code/requirements.txt``, ``code/tokenizer.json`` and ``metadata.json``.
+
+TensorFlow is imported inside the functions that use it: unpacking an artifact and reading its
+metadata and tokenizer (what ``tweetgen evaluate`` checks first) need none.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ import shutil
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 from tokenizers import Tokenizer
 from tweetgen.domain.artifact import ArtifactMetadata
 
-from tweetgen_build.errors import ServingMismatch, error_line
+from tweetgen_build.errors import ServingMismatch, error_line, printable
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 MODEL_NAME = "model"
 MODEL_VERSION = 1
@@ -30,6 +35,8 @@ INFERENCE_SOURCE = Path(__file__).resolve().parent / "serving" / "inference.py"
 
 def export_saved_model(serving: tf.Module, directory: Path) -> None:
     """Write the SavedModel with its three signatures (generation is ``serving_default``)."""
+    import tensorflow as tf
+
     tf.saved_model.save(
         serving,
         str(directory),
@@ -120,6 +127,7 @@ class SessionSavedModel:
     """
 
     def __init__(self, saved_model_dir: Path, tags: Sequence[str] = ("serve",)) -> None:
+        import tensorflow as tf
         from tensorflow.python.util import deprecation
 
         graph = tf.Graph()
@@ -162,6 +170,8 @@ def check_served_generation(
     ``loaded``: the same SavedModel already loaded with ``tf.saved_model.load`` (else loaded
     here).
     """
+    import tensorflow as tf
+
     ids = np.array([prompt], np.int32)
     arrays = {
         "input_ids": ids,
@@ -192,12 +202,34 @@ def check_served_generation(
     return tokens
 
 
+def read_unpacked(root: Path) -> tuple[ArtifactMetadata, Tokenizer]:
+    """The metadata and tokenizer of an unpacked artifact (no TensorFlow needed).
+
+    Raises ``OSError`` for a missing file and ``ValueError`` for metadata or a tokenizer that
+    does not parse; the tokenizers library's own bare ``Exception`` never gets out.
+    """
+    metadata = ArtifactMetadata.model_validate_json((root / "metadata.json").read_bytes())
+    try:
+        tokenizer = Tokenizer.from_file(str(root / metadata.tokenizer.path))
+    except Exception as exc:
+        raise ValueError(
+            f"{printable(metadata.tokenizer.path)} is not a tokenizer JSON file"
+            f" ({printable(error_line(exc))})"
+        ) from None
+    return metadata, tokenizer
+
+
+def load_saved_model(root: Path, metadata: ArtifactMetadata) -> Any:
+    """The SavedModel of an unpacked artifact, loaded with ``tf.saved_model.load``."""
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(root / metadata.model_name / str(metadata.model_version)))
+
+
 def load_served_model(root: Path) -> tuple[Any, ArtifactMetadata, Tokenizer]:
     """Load an unpacked artifact as a server would: the SavedModel plus tokenizer and metadata."""
-    metadata = ArtifactMetadata.model_validate_json((root / "metadata.json").read_bytes())
-    loaded = tf.saved_model.load(str(root / metadata.model_name / str(metadata.model_version)))
-    tokenizer = Tokenizer.from_file(str(root / metadata.tokenizer.path))
-    return loaded, metadata, tokenizer
+    metadata, tokenizer = read_unpacked(root)
+    return load_saved_model(root, metadata), metadata, tokenizer
 
 
 __all__ = [
@@ -208,9 +240,11 @@ __all__ = [
     "check_served_generation",
     "export_saved_model",
     "file_sha256",
+    "load_saved_model",
     "load_served_model",
     "pack_artifact",
     "read_metadata",
+    "read_unpacked",
     "stage_artifact",
     "unpack_artifact",
 ]

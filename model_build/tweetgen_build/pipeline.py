@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import re
 import sys
 import tempfile
 import time
@@ -25,7 +27,7 @@ from tweetgen.domain.model_key import ModelKey, is_variant_name
 
 from tweetgen_build.configs import GPT2Settings, LSTMConfig, setting_problem
 from tweetgen_build.data import CleaningOptions, Splits, load_corpus, split_corpus
-from tweetgen_build.errors import InputError, printable
+from tweetgen_build.errors import InputError, error_line, printable
 from tweetgen_build.tokenizer import (
     EOS_TOKEN,
     MIN_VOCAB_SIZE,
@@ -44,6 +46,17 @@ MAX_BATCH_SIZE = 16
 MAX_NEW_TOKENS = 128
 LSTM_CONTEXT = 256
 EVAL_MAX_LENGTH = 128
+# The largest count or size any option or model setting takes: TensorFlow and the tokenizers
+# library hold them in 32-bit integers and fail on larger ones (OverflowError, ValueError).
+MAX_INT = 2**31 - 1
+# Seeds: what numpy's and TensorFlow's seeding take.
+MAX_SEED = 2**32 - 1
+# What the hub takes as a model name ("gpt2", "openai-community/gpt2"); see local_checkpoint.
+_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", re.ASCII)
+# The files a run writes into --out (packed or --unpacked) and into the metrics folder.
+ARTIFACT_FILES = ("model.tar.gz",)
+UNPACKED_FILES = ("metadata.json",)
+METRICS_FILES = ("metrics.json", "tokenizer.json", "training_curve.png")
 
 # Model sizes by name; every value can still be overridden one by one.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -107,17 +120,23 @@ def expand_inputs(paths: Iterable[Path], log: Log | None = None) -> list[Path]:
     """
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            # Case-insensitive like a single file's format detection: TWEETS.CSV is a CSV.
-            candidates = sorted(
-                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
-            )
+        if os.path.isdir(path):
+            shown = printable(str(path))
+            try:
+                # Case-insensitive like a single file's format detection: TWEETS.CSV is a CSV.
+                candidates = sorted(
+                    p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+                )
+            except OSError as exc:
+                raise InputError(
+                    f"{shown}: cannot list the directory ({printable(error_line(exc))})"
+                ) from None
             found = [p for p in candidates if not p.stem.upper().startswith("README")]
             if log is not None:
                 for skipped in sorted(set(candidates) - set(found)):
                     log(f"skipped {printable(str(skipped))}: a README, not tweets")
             if not found:
-                raise InputError(f"{path}: directory holds no .csv or .txt file")
+                raise InputError(f"{shown}: directory holds no .csv or .txt file")
             files += found
         else:
             files.append(path)
@@ -139,14 +158,109 @@ def prepare_data(
     )
     if not splits.validation or not splits.test:
         raise InputError(
-            f"{', '.join(map(str, files))}: too few tweets ({len(corpus)}) for a validation and a"
-            " test split: give more data"
+            f"{', '.join(printable(str(f)) for f in files)}: too few tweets ({len(corpus)}) for a"
+            " validation and a test split: give more data"
         )
     return splits, files
 
 
+def serialisable(text: str) -> str:
+    """``text`` as one printable line that any JSON encoder takes.
+
+    A file name that is not valid UTF-8 reaches Python with lone surrogates (``os.fsdecode``),
+    which neither UTF-8 nor the artifact's metadata.json can hold: its bytes are written as
+    ``\\xff`` escapes instead, and control characters as ``printable`` writes them.
+    """
+    return printable(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
+def source_names(files: Iterable[Path]) -> list[str]:
+    """The data files' names as the artifact's metadata records them (see ``serialisable``)."""
+    return [serialisable(path.name) for path in files]
+
+
 def _variant_of(options: TrainOptions) -> str:
     return options.model if options.variant is None else options.variant
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a seed that TensorFlow's and numpy's seeding would fail on (``--seed``)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"--seed must lie between 0 and 2**32 - 1, got {seed}")
+
+
+def check_output_dir(flag: str, path: Path, files: Iterable[str]) -> None:
+    """Refuse, before any data is read, a folder the run could not write its ``files`` into.
+
+    A regular file there (or where one of its parents should be) used to end the run with
+    ``FileExistsError`` after the whole training.
+    """
+    shown = f"{flag} {printable(str(path))}"
+    # os.path never raises: a parent that cannot be looked into reads as missing.
+    existing = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+    if existing is None:
+        return
+    if not os.path.isdir(existing):
+        if existing == path:
+            raise InputError(f"{shown}: exists and is not a directory")
+        raise InputError(f"{shown}: {printable(str(existing))} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{shown}: {printable(str(existing))} is not writable")
+    for name in files:
+        if os.path.isdir(path / name):
+            raise InputError(f"{shown}: {name} in it is a directory, where a file goes")
+
+
+def write_error(flag: str, path: Path, exc: OSError) -> InputError:
+    """An output folder that could not be written after all, as a one-line error."""
+    return InputError(
+        f"{flag} {printable(str(path))}: cannot write there ({printable(error_line(exc))})"
+    )
+
+
+def local_checkpoint(value: str) -> Path | None:
+    """The folder that ``--init-from`` names, or None where it names a model on the hub.
+
+    A value is a local path where it exists, starts with ``/``, ``.`` or ``~``, or has another
+    shape than a hub name (``gpt2``, ``openai-community/gpt2``): such a value never reaches the
+    hub, whose client would refuse it with a traceback.
+    """
+    if (
+        os.path.lexists(value)
+        or value.startswith((os.sep, ".", "~"))
+        or _HUB_NAME.fullmatch(value) is None
+        or "--" in value
+        or ".." in value
+    ):
+        return Path(value).expanduser()
+    return None
+
+
+def checkpoint_source(value: str) -> str:
+    """What the checkpoint loaders get for ``--init-from``: the folder (``~`` expanded) or the
+    hub name."""
+    folder = local_checkpoint(value)
+    return value if folder is None else str(folder)
+
+
+def check_init_from(value: str) -> None:
+    """A local ``--init-from`` must be a folder written by ``save_pretrained`` (config.json)."""
+    shown = f"--init-from {printable(value)}"
+    if not value.strip():
+        raise InputError(f"--init-from must name a checkpoint folder or a hub model, got {value!r}")
+    folder = local_checkpoint(value)
+    if folder is None:
+        return
+    if not os.path.isdir(folder):
+        problem = "is not a folder" if os.path.lexists(folder) else "no such folder"
+        raise InputError(
+            f"{shown}: {problem}; a checkpoint folder written by save_pretrained is expected"
+        )
+    if not os.path.isfile(folder / "config.json"):
+        raise InputError(
+            f"{shown}: the folder holds no config.json; a checkpoint folder written by"
+            " save_pretrained is expected"
+        )
 
 
 def check_options(options: TrainOptions) -> None:
@@ -174,9 +288,15 @@ def check_options(options: TrainOptions) -> None:
         or rate <= 0
     ):
         raise InputError(f"--learning-rate must be a positive finite number, got {rate!r}")
-    seed = options.settings.seed
-    if not 0 <= seed < 2**32:
-        raise InputError(f"--seed must lie between 0 and 2**32 - 1, got {seed}")
+    check_seed(options.settings.seed)
+    if options.init_from is not None and options.model == "gpt2":
+        check_init_from(options.init_from)
+    artifact_files = UNPACKED_FILES if options.unpacked else ARTIFACT_FILES
+    if options.metrics_dir is None:
+        check_output_dir("--out", options.out, (*artifact_files, *METRICS_FILES))
+    else:
+        check_output_dir("--out", options.out, artifact_files)
+        check_output_dir("--metrics-dir", options.metrics_dir, METRICS_FILES)
     trains_tokenizer = options.tokenizer is None and not (
         options.init_from is not None and options.model == "gpt2"
     )
@@ -204,8 +324,15 @@ def obtain_tokenizer(options: TrainOptions, splits: Splits, log: Log) -> Tokeniz
     if options.init_from is not None and options.model == "gpt2":
         from tweetgen_build.gpt2 import load_pretrained_tokenizer
 
-        log(f"tokenizer: from {options.init_from}")
-        return load_pretrained_tokenizer(options.init_from)
+        shown = printable(options.init_from)
+        log(f"tokenizer: from {shown}")
+        tokenizer = load_pretrained_tokenizer(checkpoint_source(options.init_from))
+        if tokenizer.token_to_id(EOS_TOKEN) is None:
+            raise InputError(
+                f"--init-from {shown}: the checkpoint's tokenizer has no {EOS_TOKEN} token,"
+                " which frames every tweet"
+            )
+        return tokenizer
     started = time.perf_counter()
     tokenizer = train_tokenizer(splits.train, vocab_size=options.vocab_size)
     log(
@@ -222,7 +349,8 @@ def _hyperparameters(options: TrainOptions, model_config: dict[str, Any]) -> dic
         **options.settings.to_dict(),
     }
     if options.init_from:
-        merged["init_from"] = options.init_from
+        # A path as it was given, in a form metadata.json can hold (see serialisable).
+        merged["init_from"] = serialisable(options.init_from)
     if options.xla_decode:
         merged["xla_decode"] = True
     return merged
@@ -235,6 +363,8 @@ def _model_config(cls: type[C], label: str, vocab_size: int, values: dict[str, A
         raise InputError(f"unknown {label} settings {unknown}: known are {sorted(names)}")
     for name, value in values.items():
         problem = setting_problem(cls, name, value)  # type: ignore[arg-type]
+        if problem is None and isinstance(value, int) and value > MAX_INT:
+            problem = f"must be at most {MAX_INT}"
         if problem is not None:
             raise InputError(f"{label} setting --set {name}={printable(repr(value))}: {problem}")
     return cls(vocab_size=vocab_size, **values)  # type: ignore[call-arg]
@@ -324,10 +454,11 @@ def build_model(
 
     if settings is None:
         assert options.init_from is not None
-        gpt2 = load_pretrained_gpt2(options.init_from)
+        gpt2 = load_pretrained_gpt2(checkpoint_source(options.init_from))
         if gpt2.config.vocab_size < vocab_size:
             raise InputError(
-                f"{options.init_from}: checkpoint vocabulary is smaller than the tokenizer's"
+                f"--init-from {printable(options.init_from)}: checkpoint vocabulary is smaller"
+                " than the tokenizer's"
             )
         settings = settings_of(gpt2)
     else:
@@ -418,7 +549,7 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
             n_train=len(splits.train),
             n_validation=len(splits.validation),
             n_test=len(splits.test),
-            sources=[p.name for p in files],
+            sources=source_names(files),
             cleaning=dataclasses.asdict(options.cleaning),
         ),
         hyperparameters=_hyperparameters(options, model_config),
@@ -461,17 +592,26 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
         (stage / "metadata.json").write_text(
             metadata.model_dump_json(indent=2) + "\n", encoding="utf-8"
         )
-        options.out.mkdir(parents=True, exist_ok=True)
-        if options.unpacked:
-            _copy_tree(stage, options.out)
-            artifact = options.out
-        else:
-            artifact = pack_artifact(stage, options.out / "model.tar.gz")
+        try:
+            options.out.mkdir(parents=True, exist_ok=True)
+            if options.unpacked:
+                _copy_tree(stage, options.out)
+                artifact = options.out
+            else:
+                artifact = pack_artifact(stage, options.out / "model.tar.gz")
+        except OSError as exc:
+            raise write_error("--out", options.out, exc) from None
+    metrics_flag = "--out" if options.metrics_dir is None else "--metrics-dir"
     metrics_dir = options.metrics_dir or options.out
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(metrics_dir / "tokenizer.json"))  # to share with the next model's run
     curve_path = metrics_dir / "training_curve.png"
-    plot_curve(history, f"{options.model} ({options.preset})", curve_path)
+    try:
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        # To share with the next model's run; written as tokenizer.save writes it, but with an
+        # OSError where it fails (the tokenizers library raises a bare Exception).
+        (metrics_dir / "tokenizer.json").write_text(tokenizer.to_str(pretty=True), encoding="utf-8")
+        plot_curve(history, f"{options.model} ({options.preset})", curve_path)
+    except OSError as exc:
+        raise write_error(metrics_flag, metrics_dir, exc) from None
     report = {
         "kind": metadata.kind,
         "variant": metadata.variant,
@@ -483,9 +623,12 @@ def run_training(options: TrainOptions, log: Log = _stderr) -> TrainResult:
         "seconds": time.perf_counter() - started,
     }
     metrics_path = metrics_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    try:
+        metrics_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise write_error(metrics_flag, metrics_dir, exc) from None
     log(
-        f"done: {artifact} (test perplexity {metrics['test_perplexity']:.1f},"
+        f"done: {printable(str(artifact))} (test perplexity {metrics['test_perplexity']:.1f},"
         f" n-gram baseline {metrics['ngram_perplexity']:.1f})"
     )
     return TrainResult(artifact, metrics_path, curve_path, metadata, report)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from tweetgen_build.cli import MAX_INT
 from tweetgen_build.errors import InputError
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ FROM_ENVIRONMENT = {
 PLATFORM_PREFIX = "sagemaker_"
 PLATFORM_NAMES = frozenset({"model_dir"})
 
+# tweetgen train's seed range (pipeline.check_seed).
+MAX_SEED = 2**32 - 1
+
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -61,7 +65,7 @@ def _problem(name: str, message: str) -> InputError:
     return InputError(f"hyperparameter {name!r}: {message}")
 
 
-def _parse_int(name: str, value: object, minimum: int | None) -> int:
+def _parse_int(name: str, value: object, minimum: int | None, maximum: int = MAX_INT) -> int:
     # SageMaker hands hyperparameters over as strings or JSON-decoded values: accept both, but
     # never a bool (an int in Python) nor a float that would silently lose its fraction.
     if isinstance(value, bool) or not isinstance(value, int | str):
@@ -72,6 +76,8 @@ def _parse_int(name: str, value: object, minimum: int | None) -> int:
         raise _problem(name, f"expected an integer, got {value!r}") from None
     if minimum is not None and number < minimum:
         raise _problem(name, f"must be at least {minimum}, got {number}")
+    if number > maximum:
+        raise _problem(name, f"must be at most {maximum}, got {number}")
     return number
 
 
@@ -121,10 +127,21 @@ def _parse_overrides(name: str, value: object) -> dict[str, Any]:
             ) from None
     if not isinstance(value, dict):
         raise _problem(name, f"expected a JSON object of model settings, got {value!r}")
-    for key in value:
+    settings: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for key, setting in value.items():
         if not isinstance(key, str) or not key.strip() or "=" in key:
             raise _problem(name, f"bad setting name {key!r}")
-    return {key.strip(): setting for key, setting in value.items()}
+        stripped = key.strip()
+        if stripped in given:
+            # Keeping either value would silently drop the other.
+            raise _problem(name, f"{key!r} and {given[stripped]!r} are the same setting")
+        if isinstance(setting, int) and not isinstance(setting, bool) and setting > MAX_INT:
+            # As tweetgen train refuses it, but before a job is provisioned.
+            raise _problem(name, f"setting {stripped!r} must be at most {MAX_INT}, got {setting}")
+        given[stripped] = key
+        settings[stripped] = setting
+    return settings
 
 
 @dataclass(frozen=True)
@@ -148,8 +165,8 @@ class Hyperparameter:
         return [self.flag, str(value)]
 
 
-def _int(minimum: int | None) -> Callable[[str, object], object]:
-    return lambda name, value: _parse_int(name, value, minimum)
+def _int(minimum: int | None, maximum: int = MAX_INT) -> Callable[[str, object], object]:
+    return lambda name, value: _parse_int(name, value, minimum, maximum)
 
 
 def _choice(*choices: str) -> Callable[[str, object], object]:
@@ -168,7 +185,7 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "epochs": Hyperparameter("--epochs", _int(1), "training epochs"),
     "batch_size": Hyperparameter("--batch-size", _int(1), "sequences per step"),
     "max_tweets": Hyperparameter("--max-tweets", _int(1), "use at most N tweets"),
-    "seed": Hyperparameter("--seed", _int(0), "random seed"),
+    "seed": Hyperparameter("--seed", _int(0, MAX_SEED), "random seed"),
     "tokenizer": Hyperparameter(
         "--tokenizer", _parse_text, "tokenizer.json to reuse (inside the 'tokenizer' channel)"
     ),

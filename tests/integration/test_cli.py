@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import tarfile
@@ -108,9 +109,9 @@ def test_validate_artifact_accepts_a_good_one_and_lists_every_problem(
 
 
 def test_validate_artifact_refuses_xla_unless_allowed(tmp_path: Path) -> None:
-    from tests.unit.test_artifact import artifact_bytes, good_files
+    from tests.unit.test_artifact import artifact_bytes, good_files, saved_model_pb
 
-    graph = b"\x08\x01graph\n\x0f_XlaMustCompile\x12\x02(\x01rest"  # jit_compile=True
+    graph = saved_model_pb(graph=b"graph\n\x0f_XlaMustCompile\x12\x02(\x01rest")  # jit_compile
     archive = tmp_path / "model.tar.gz"
     archive.write_bytes(artifact_bytes(good_files(**{"model/1/saved_model.pb": graph})))
     refused = tweetgen("validate-artifact", str(archive))
@@ -155,6 +156,25 @@ def test_evaluate_rejects_something_that_is_not_an_artifact(
 TRAIN = ["train", "--data", "tweets.txt", "--out", "out", "--vocab-size", "300"]
 
 
+def _write_broken_artifacts(folder: Path) -> None:
+    """truncated.tar.gz (``head -c`` of an artifact) and notokenizer.tar.gz."""
+    from tweetgen.domain.artifact import METADATA_PATH
+
+    from tests.unit.test_artifact import artifact_bytes, good_files, metadata_dict
+
+    generation = {"max_context": 64, "max_new_tokens": 32, "max_batch_size": 16}
+    metadata = json.dumps(metadata_dict(generation=generation)).encode()
+    weights = random.Random(0).randbytes(400_000)  # incompressible: the cut is mid-stream
+    whole = artifact_bytes(
+        good_files(
+            **{METADATA_PATH: metadata, "model/1/variables/variables.data-00000-of-00001": weights}
+        )
+    )
+    (folder / "truncated.tar.gz").write_bytes(whole[:200_000])
+    broken = good_files(**{METADATA_PATH: metadata, "code/tokenizer.json": b'{"no": 1}'})
+    (folder / "notokenizer.tar.gz").write_bytes(artifact_bytes(broken))
+
+
 @pytest.mark.parametrize(
     ("command", "problem"),
     [
@@ -176,6 +196,18 @@ TRAIN = ["train", "--data", "tweets.txt", "--out", "out", "--vocab-size", "300"]
         ),
         (["evaluate", ".", "--data", "tweets.txt"], "is a directory"),
         (["validate-artifact", "."], "is a directory"),
+        # Used to end in tracebacks (EOFError, a bare Exception, ValueError from TensorFlow).
+        (["evaluate", "truncated.tar.gz", "--data", "tweets.txt"], "not a loadable tweetgen"),
+        (["evaluate", "notokenizer.tar.gz", "--data", "tweets.txt"], "not a tokenizer JSON"),
+        (["evaluate", "model.tar.gz", "--data", "tweets.txt", "--seed", "9" * 20], "--seed"),
+        # Used to fail with FileExistsError after the whole training.
+        ([*TRAIN, "--model", "lstm", "--out", "tweets.txt"], "--out tweets.txt: exists"),
+        ([*TRAIN, "--model", "lstm", "--metrics-dir", "tweets.txt/m"], "--metrics-dir"),
+        # Used to end in huggingface_hub's HFValidationError or an AttributeError.
+        ([*TRAIN, "--model", "gpt2", "--init-from", "./nonexistent_ckpt"], "no such folder"),
+        ([*TRAIN, "--model", "gpt2", "--init-from", "empty"], "holds no config.json"),
+        # A newline in a folder's name used to split the message over two lines.
+        ([*TRAIN, "--model", "lstm", "--data", "nl\ndir"], "nl\\ndir: directory holds no"),
     ],
 )
 def test_bad_input_is_reported_before_tensorflow_is_imported(
@@ -188,6 +220,9 @@ def test_bad_input_is_reported_before_tensorflow_is_imported(
     (tmp_path / "noeos.json").write_text(
         '{"version":"1.0","model":{"type":"BPE","vocab":{"a":0},"merges":[]}}', encoding="utf-8"
     )
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nl\ndir").mkdir()
+    _write_broken_artifacts(tmp_path)
     probe = (
         "import sys\n"
         "from tweetgen_local.cli import main\n"

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
+from tweetgen_build.errors import InputError
+from tweetgen_build.gpt2 import load_pretrained_gpt2, load_pretrained_tokenizer
 from tweetgen_build.packaging import load_served_model, unpack_artifact
 from tweetgen_build.pipeline import TrainOptions, run_training
 from tweetgen_build.tokenizer import load_tokenizer, tokenizer_sha256
@@ -59,3 +62,40 @@ def test_training_starts_from_the_checkpoint_weights_and_tokenizer(
     )["logits"].numpy()[0]
     np.testing.assert_allclose(after, before, atol=1e-4)
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["kind"] == "gpt2"
+
+
+def test_a_checkpoint_that_does_not_load_is_a_one_line_error(
+    tiny_data: list[Path], tmp_path: Path
+) -> None:
+    # Folders that pass the early check (they hold a config.json) but that transformers cannot
+    # load: its errors (and huggingface_hub's, and AttributeError) used to reach the user as
+    # tracebacks. Local folders only: nothing here needs the network.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "gpt2", "n_embd": ', encoding="utf-8")
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    (weightless / "config.json").write_text('{"model_type": "gpt2"}', encoding="utf-8")
+    for folder in (broken, weightless, tmp_path / "missing", tmp_path):
+        for load, part in (
+            (load_pretrained_tokenizer, "tokenizer"),
+            (load_pretrained_gpt2, "model"),
+        ):
+            with pytest.raises(InputError) as caught:
+                load(str(folder))
+            message = str(caught.value)
+            assert message.startswith(f"--init-from {folder}: cannot load the checkpoint's {part}")
+            assert len(message.splitlines()) == 1
+    with pytest.raises(InputError) as caught:
+        run_training(
+            TrainOptions(
+                model="gpt2",
+                data=tiny_data,
+                out=tmp_path / "out",
+                max_tweets=1500,
+                init_from=str(broken),
+            ),
+            log=lambda _: None,
+        )
+    assert str(caught.value).startswith(f"--init-from {broken}: cannot load the checkpoint's")
+    assert not (tmp_path / "out").exists()

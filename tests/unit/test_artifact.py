@@ -1,7 +1,8 @@
 """The artifact rules: metadata schema, S3 key convention and the streaming validator.
 
-Archives are built in memory with fake SavedModel bytes: the validator reads layout and
-metadata, never the model itself, so no TensorFlow is needed here.
+Archives are built in memory with fake SavedModel bytes (a SavedModel protobuf message with
+signature names around an opaque graph): the validator reads layout, metadata and signature
+names, never the model itself, so no TensorFlow is needed here.
 """
 
 from __future__ import annotations
@@ -36,8 +37,74 @@ from tweetgen.domain.artifact import (
     validate_artifact,
 )
 
-TOKENIZER = b'{"version": "1.0", "model": {"type": "BPE", "vocab": {}}}'
+EOS = "<|endoftext|>"
+
+
+def added_token(token_id: int, content: str, special: bool = False) -> dict[str, Any]:
+    return {
+        "id": token_id,
+        "content": content,
+        "single_word": False,
+        "lstrip": False,
+        "rstrip": False,
+        "normalized": False,
+        "special": special,
+    }
+
+
+def tokenizer_json(vocab: Any = None, added: Any = None) -> bytes:
+    """A tokenizers JSON file in the shape Tokenizer.save writes (end-of-text in both lists)."""
+    document = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [added_token(0, EOS, special=True), added_token(5, "<url>")]
+        if added is None
+        else added,
+        "normalizer": None,
+        "model": {
+            "type": "BPE",
+            "vocab": {EOS: 0, "a": 1, "b": 2, "c": 3, "ab": 4} if vocab is None else vocab,
+            "merges": [["a", "b"]],
+        },
+    }
+    return json.dumps(document).encode()
+
+
+TOKENIZER = tokenizer_json()  # 6 token ids: 0-4 in the vocabulary, 5 added
 TOKENIZER_SHA = hashlib.sha256(TOKENIZER).hexdigest()
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def pb_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def signature_entry(name: str | bytes) -> bytes:
+    """One signature_def map entry (MetaGraphDef field 5): key 1, SignatureDef 2."""
+    key = name.encode() if isinstance(name, str) else name
+    return pb_field(5, pb_field(1, key) + pb_field(2, pb_field(1, b"input_ids")))
+
+
+SIGNATURES = ("serving_default", "score", "next_token_logits", "__saved_model_init_op")
+
+
+def saved_model_pb(signatures: Iterable[str] = SIGNATURES, graph: bytes = b"graph") -> bytes:
+    """A SavedModel message: schema version 1 and one MetaGraphDef (graph_def, signatures)."""
+    meta_graph = pb_field(2, graph) + b"".join(signature_entry(name) for name in signatures)
+    return b"\x08\x01" + pb_field(2, meta_graph)
+
+
+SAVED_MODEL = saved_model_pb()
 PAIR_HANDLERS = b"""
 import json
 
@@ -62,10 +129,10 @@ def metadata_dict(**overrides: Any) -> dict[str, Any]:
         "tokenizer": {
             "type": "byte_level_bpe",
             "path": "code/tokenizer.json",
-            "vocab_size": 8000,
+            "vocab_size": 6,
             "sha256": TOKENIZER_SHA,
             "eos_token_id": 0,
-            "pad_token_id": 1,
+            "pad_token_id": 0,
         },
         "data": {
             "sha256": "0" * 64,
@@ -82,7 +149,7 @@ def metadata_dict(**overrides: Any) -> dict[str, Any]:
             "dropout": None,
         },
         "metrics": {"test_perplexity": 85.2, "ngram_perplexity": 140.0},
-        "generation": {"max_context": 64, "max_new_tokens": 64, "max_batch_size": 16},
+        "generation": {"max_context": 128, "max_new_tokens": 64, "max_batch_size": 16},
     }
     document.update(overrides)
     return document
@@ -91,7 +158,7 @@ def metadata_dict(**overrides: Any) -> dict[str, Any]:
 def good_files(**overrides: bytes | None) -> dict[str, bytes]:
     """The members of a valid artifact; an override of None leaves that member out."""
     files: dict[str, bytes | None] = {
-        "model/1/saved_model.pb": b"\x08\x01fake graph",
+        "model/1/saved_model.pb": SAVED_MODEL,
         "model/1/fingerprint.pb": b"fp",
         "model/1/variables/variables.index": b"index",
         "model/1/variables/variables.data-00000-of-00001": b"weights",
@@ -108,6 +175,12 @@ def file_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     return info, data
+
+
+def folder_member(name: str) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info, b""
 
 
 def special_member(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, bytes]:
@@ -188,13 +261,14 @@ XLA_ATTRIBUTE = b"\n\x0f_XlaMustCompile\x12\x02(\x01"  # "_XlaMustCompile": true
 @pytest.mark.parametrize(
     "graph",
     [
-        b"\x08\x01graph" + XLA_ATTRIBUTE + b"rest",
-        # Across the 1 MiB boundary of the streamed reads.
+        b"graph" + XLA_ATTRIBUTE + b"rest",
+        # Across the 1 MiB boundary of the streamed reads (the graph is read in 1 MiB pieces).
         b"\x00" * (1024 * 1024 - 7) + XLA_ATTRIBUTE + b"\x00" * 100,
+        b"\x00" * (1024 * 1024 - 1) + XLA_ATTRIBUTE + b"\x00" * 100,
     ],
 )
 def test_a_saved_model_compiled_with_xla_is_refused_unless_allowed(graph: bytes) -> None:
-    data = artifact_bytes(good_files(**{"model/1/saved_model.pb": graph}))
+    data = artifact_bytes(good_files(**{"model/1/saved_model.pb": saved_model_pb(graph=graph)}))
 
     problem = only_problem(check(data))
     assert "SavedModel model/1 has functions compiled with XLA" in problem
@@ -203,8 +277,9 @@ def test_a_saved_model_compiled_with_xla_is_refused_unless_allowed(graph: bytes)
 
 
 def test_a_graph_that_names_xla_without_requiring_it_passes() -> None:
-    off = b"\x08\x01graph\n\x0f_XlaMustCompile\x12\x02(\x00rest"  # "_XlaMustCompile": false
-    assert check(artifact_bytes(good_files(**{"model/1/saved_model.pb": off}))).ok
+    off = b"graph\n\x0f_XlaMustCompile\x12\x02(\x00rest"  # "_XlaMustCompile": false
+    graph = saved_model_pb(graph=off)
+    assert check(artifact_bytes(good_files(**{"model/1/saved_model.pb": graph}))).ok
 
 
 def test_tar_of_a_folder_with_dot_slash_names_passes() -> None:
@@ -388,6 +463,76 @@ def test_duplicate_member() -> None:
 
     assert f"'{INFERENCE_PATH}'" in problem
     assert "more than once" in problem
+
+
+@pytest.mark.parametrize(
+    ("members", "words"),
+    [
+        (
+            [file_member("model/1/assets", b"x"), file_member("model/1/assets/a.txt", b"y")],
+            "member 'model/1/assets/a.txt': 'model/1/assets/a.txt' lies in 'model/1/assets', "
+            "which the earlier member 'model/1/assets' makes a file; unpacking fails there "
+            "(Not a directory)",
+        ),
+        (
+            [file_member("model/1/assets/a.txt", b"y"), file_member("model/1/assets", b"x")],
+            "member 'model/1/assets': 'model/1/assets' is a file but the earlier member "
+            "'model/1/assets/a.txt' lies in it, so it must be a folder",
+        ),
+        (
+            [file_member("code/notes", b"x"), folder_member("code/notes/old/")],
+            "member 'code/notes/old': 'code/notes/old' lies in 'code/notes', which the earlier "
+            "member 'code/notes' makes a file",
+        ),
+        (
+            [file_member("code/notes", b"x"), folder_member("./code/notes")],
+            "member './code/notes': 'code/notes' is a folder but the earlier member 'code/notes' "
+            "makes it a file",
+        ),
+        (
+            [folder_member("code/notes"), file_member("code/notes", b"x")],
+            "member 'code/notes': 'code/notes' is a file but the earlier member 'code/notes' "
+            "makes it a folder",
+        ),
+        (
+            [file_member("code/notes.txt", b"x"), file_member("./code/notes.txt", b"y")],
+            "member './code/notes.txt': 'code/notes.txt' appears more than once (also as member "
+            "'code/notes.txt')",
+        ),
+        # A file named like the folder of the required files, after them.
+        (
+            [file_member("code", b"x")],
+            "member 'code': 'code' is a file but the earlier member 'code/inference.py' lies in it",
+        ),
+    ],
+)
+def test_members_that_cannot_be_unpacked_together_are_refused(
+    members: list[tuple[tarfile.TarInfo, bytes]], words: str
+) -> None:
+    problem = only_problem(check(artifact_bytes(extra=members)))
+
+    assert words in problem
+
+
+def test_a_file_before_the_members_inside_it_refuses_them() -> None:
+    members = [file_member(name, data) for name, data in good_files().items()]
+
+    report = check(gzip.compress(tar_bytes([file_member("code", b"x"), *members])))
+
+    texts = "\n".join(report.problems)
+    assert (
+        "member 'code/inference.py': 'code/inference.py' lies in 'code', which the earlier "
+        "member 'code' makes a file"
+    ) in texts
+    assert f"missing {INFERENCE_PATH}" in texts
+
+
+def test_a_folder_named_twice_and_files_in_it_pass() -> None:
+    folders = [folder_member("code/extra"), folder_member("./code/extra/")]
+
+    report = check(artifact_bytes(extra=[*folders, file_member("code/extra/a.txt", b"a")]))
+
+    assert report.ok, report.problems
 
 
 def test_unprintable_member_name_is_escaped() -> None:
@@ -625,7 +770,7 @@ def test_field_names_from_the_file_cannot_break_a_line() -> None:
             {"path": "/code/tokenizer.json"},
             "tokenizer.path: Value error, must be a relative archive path",
         ),
-        ({"eos_token_id": 8000}, "eos_token_id 8000 is outside the vocabulary (vocab_size 8000)"),
+        ({"eos_token_id": 6}, "eos_token_id 6 is outside the vocabulary (vocab_size 6)"),
         ({"vocab_size": 0}, "tokenizer.vocab_size: Input should be greater than 0"),
         ({"type": "wordpiece"}, "tokenizer.type: Input should be 'byte_level_bpe'"),
     ],
@@ -770,10 +915,285 @@ def test_metadata_must_name_the_saved_model_folder() -> None:
 
 
 def test_tokenizer_hash_must_match() -> None:
-    problem = only_problem(check(artifact_bytes(good_files(**{"code/tokenizer.json": b"{}"}))))
+    other = TOKENIZER + b"\n"  # the same tokens, other bytes
+    problem = only_problem(check(artifact_bytes(good_files(**{"code/tokenizer.json": other}))))
 
     assert "code/tokenizer.json has sha256" in problem
     assert TOKENIZER_SHA in problem
+
+
+# --- generation limits
+
+
+@pytest.mark.parametrize(("context", "new"), [(64, 63), (2, 1), (1024, 128)])
+def test_max_new_tokens_below_the_context_passes(context: int, new: int) -> None:
+    generation = {"max_context": context, "max_new_tokens": new, "max_batch_size": 16}
+
+    report = check(with_metadata(metadata_dict(generation=generation)))
+
+    assert report.ok, report.problems
+
+
+@pytest.mark.parametrize(("context", "new"), [(64, 64), (64, 100), (1, 1)])
+def test_max_new_tokens_must_leave_room_for_a_prompt(context: int, new: int) -> None:
+    generation = {"max_context": context, "max_new_tokens": new, "max_batch_size": 16}
+
+    problem = only_problem(check(with_metadata(metadata_dict(generation=generation))))
+
+    assert problem == (
+        f"{METADATA_PATH}: generation: Value error, max_new_tokens {new} leaves no room for a "
+        f"prompt in max_context {context}: the context holds the end-of-text start token and the "
+        f"new tokens, so max_new_tokens must be at most {context - 1}"
+    )
+
+
+# --- the serving signature
+
+
+def with_graph(graph: bytes, signature: str = "serving_default") -> bytes:
+    """A valid artifact but for ``graph`` as saved_model.pb and the signature metadata names."""
+    document = metadata_dict()
+    document["generation"] = {**document["generation"], "signature": signature}
+    files = {"model/1/saved_model.pb": graph, METADATA_PATH: json.dumps(document).encode()}
+    return artifact_bytes(good_files(**files))
+
+
+def signatures_found(graph: bytes) -> str:
+    """The signature names validation reads from ``graph``, as its problem lists them."""
+    problem = only_problem(check(with_graph(graph, "absent")))
+    found = re.search(r"has no such signature \(it has (.*)\); export", problem)
+    assert found, problem
+    return found.group(1)
+
+
+def pb_varint(number: int, value: int) -> bytes:
+    return varint(number << 3) + varint(value)
+
+
+def pb_fixed64(number: int) -> bytes:
+    return varint(number << 3 | 1) + b"\x12" * 8
+
+
+def pb_fixed32(number: int) -> bytes:
+    return varint(number << 3 | 5) + b"\x12" * 4
+
+
+def test_the_signature_must_be_in_the_saved_model() -> None:
+    problem = only_problem(check(with_graph(SAVED_MODEL, "generate")))
+
+    assert problem == (
+        f"{METADATA_PATH} says generation.signature 'generate' but model/1/saved_model.pb has no "
+        "such signature (it has 'next_token_logits', 'score', 'serving_default'); export the "
+        "model with that signature or fix the metadata"
+    )
+
+
+@pytest.mark.parametrize("signature", ["score", "next_token_logits"])
+def test_any_signature_of_the_saved_model_passes(signature: str) -> None:
+    assert check(with_graph(SAVED_MODEL, signature)).ok
+
+
+def test_the_init_op_is_not_a_signature_to_serve() -> None:
+    problem = only_problem(check(with_graph(SAVED_MODEL, "__saved_model_init_op")))
+
+    assert "says generation.signature '__saved_model_init_op'" in problem
+    assert "(it has 'next_token_logits', 'score', 'serving_default')" in problem
+
+
+@pytest.mark.parametrize(
+    "graph", [b"", saved_model_pb(signatures=()), saved_model_pb(["__saved_model_init_op"])]
+)
+def test_a_saved_model_without_signatures(graph: bytes) -> None:
+    assert signatures_found(graph) == "none"
+
+
+def test_the_protobuf_reader_skips_every_other_field() -> None:
+    others = pb_varint(9, 2**63) + pb_fixed64(10) + pb_fixed32(11) + pb_field(12, b"\xff" * 300)
+    # An entry may carry other fields, and the key twice (the last one counts).
+    entry = pb_field(
+        5,
+        pb_varint(3, 1) + pb_field(1, b"first") + pb_fixed32(4) + pb_field(1, b"l\xc3\xa4ter"),
+    )
+    first = others + pb_field(2, b"g" * 200) + entry + pb_field(4, pb_field(1, b"collection"))
+    # A second MetaGraphDef, and an entry without a key (the empty name).
+    second = signature_entry("serving_default") + pb_field(5, pb_field(2, b"no key"))
+    graph = others + pb_field(2, first) + pb_fixed64(3) + pb_field(2, second)
+
+    assert signatures_found(graph) == "'', 'läter', 'serving_default'"
+
+
+def test_a_signature_name_longer_than_metadata_json_can_hold_is_left_out() -> None:
+    graph = saved_model_pb(["serving_default", "x" * 2000])
+    small = ArtifactLimits(max_metadata_bytes=1500)
+
+    problem = only_problem(check(with_graph(graph, "absent"), limits=small))
+
+    assert "(it has 'serving_default');" in problem
+    # Within the default limits the long name is read (and shown cut short).
+    assert signatures_found(graph) == "'serving_default', '" + "x" * 200 + "...'"
+
+
+@pytest.mark.parametrize(
+    ("graph", "words"),
+    [
+        (b"\x08\x01fake graph", "the field at byte 2 has wire type 6"),
+        (b"\x0b\x0c", "the field at byte 0 has wire type 3"),  # groups are not read
+        (b"\x08\x01\x0c", "the field at byte 2 has wire type 4"),
+        (b"\x08\x01\x0f", "the field at byte 2 has wire type 7"),
+        (b"\x02\x00", "the field at byte 0 has number 0"),
+        (b"\x08\xff", "it ends at byte 2, inside a field"),
+        (b"\x08" + b"\xff" * 10 + b"\x01", "the varint at byte 1 is longer than 10 bytes"),
+        (
+            b"\x12\x05abc",
+            "the field at byte 0 is 5 bytes long, past the end of its message at byte 5",
+        ),
+        (b"\x09abc", "it ends at byte 4, inside a field"),
+        (
+            pb_field(2, b"\x2a\x09abc") + b"x" * 20,
+            "the field at byte 2 is 9 bytes long, past the end of its message at byte 7",
+        ),
+        (
+            pb_field(2, b"\x09abc") + b"x" * 20,
+            "the field at byte 2 runs past the end of its message",
+        ),
+        (pb_field(2, signature_entry(b"\xff\xfe")), "a signature name is not UTF-8"),
+        (b"\x08\x01" * 100_001, "it has more than 100000 fields outside its graph"),
+    ],
+)
+def test_a_saved_model_that_is_not_protobuf_is_refused(graph: bytes, words: str) -> None:
+    problem = only_problem(check(with_graph(graph)))
+
+    assert problem == (
+        f"model/1/saved_model.pb is not a readable SavedModel protobuf ({words}); export the "
+        "model again with tf.saved_model.save"
+    )
+
+
+def test_the_saved_model_is_read_once_from_a_forward_only_stream() -> None:
+    graph = saved_model_pb(["serving_default"], graph=b"\x00" * 3_000_000 + XLA_ATTRIBUTE)
+    data = artifact_bytes(good_files(**{"model/1/saved_model.pb": graph}))
+
+    report = validate_artifact(ForwardOnly(data, piece=4093), allow_xla=True)
+
+    assert report.ok, report.problems
+    assert not validate_artifact(ForwardOnly(data, piece=4093)).ok
+
+
+# --- the tokenizer's vocabulary
+
+
+def with_tokenizer(raw: bytes, **fields: Any) -> bytes:
+    """A valid artifact but for the tokenizer file ``raw`` (its hash written) and ``fields``."""
+    document = metadata_dict()
+    sha = hashlib.sha256(raw).hexdigest()
+    document["tokenizer"] = {**document["tokenizer"], "sha256": sha, **fields}
+    files = {"code/tokenizer.json": raw, METADATA_PATH: json.dumps(document).encode()}
+    return artifact_bytes(good_files(**files))
+
+
+# Ids 0-4 and 6: six ids, none at 5.
+GAPPED = tokenizer_json(added=[added_token(0, EOS, special=True), added_token(6, "<url>")])
+
+
+@pytest.mark.parametrize(
+    ("raw", "fields", "words"),
+    [
+        (
+            TOKENIZER,
+            {"vocab_size": 8000},
+            "metadata.json says tokenizer.vocab_size 8000 but code/tokenizer.json has 6 distinct "
+            "token ids (model.vocab and added_tokens); write the size of the packaged tokenizer",
+        ),
+        # An id in both lists (end-of-text, as the build writes it) counts once.
+        (TOKENIZER, {"vocab_size": 7}, "tokenizer.vocab_size 7 but code/tokenizer.json has 6"),
+        # Added tokens count.
+        (tokenizer_json(added=[]), {}, "tokenizer.vocab_size 6 but code/tokenizer.json has 5"),
+        (
+            TOKENIZER,
+            {"eos_token_id": 1},
+            "metadata.json says tokenizer.eos_token_id 1 but code/tokenizer.json has the token "
+            "'a' at that id, not '<|endoftext|>'; write the id of '<|endoftext|>'",
+        ),
+        (
+            GAPPED,
+            {"eos_token_id": 5},
+            "tokenizer.eos_token_id 5 but code/tokenizer.json has no token at that id",
+        ),
+        (
+            GAPPED,
+            {"pad_token_id": 5},
+            "metadata.json says tokenizer.pad_token_id 5 but code/tokenizer.json has no token "
+            "with that id; write the id of a token it has",
+        ),
+    ],
+)
+def test_the_tokenizer_must_agree_with_the_metadata(
+    raw: bytes, fields: dict[str, Any], words: str
+) -> None:
+    problem = only_problem(check(with_tokenizer(raw, **fields)))
+
+    assert words in problem
+
+
+def test_an_added_token_wins_over_the_vocabulary_token_of_its_id() -> None:
+    # As when the tokenizer decodes: id 0 is "<|startoftext|>" here, whatever model.vocab says.
+    raw = tokenizer_json(added=[added_token(0, "<|startoftext|>"), added_token(5, "<url>")])
+
+    problem = only_problem(check(with_tokenizer(raw)))
+
+    assert "has the token '<|startoftext|>' at that id, not '<|endoftext|>'" in problem
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"not json at all", "it does not start with '{'"),
+        (b'["a", 0]', "it does not start with '{'"),
+        (b"{not json", "not valid JSON: Expecting property name enclosed in double quotes"),
+        (
+            b'{"model": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "not valid JSON: maximum recursion",
+        ),
+        (b"{}", "no model.vocab object of tokens and their ids"),
+        (b'{"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}', "no model.vocab object"),
+        (
+            tokenizer_json(vocab={EOS: 0, "a": "1"}),
+            "model.vocab gives 'a' the id '1', not a token id",
+        ),
+        (tokenizer_json(vocab={EOS: 0, "a": True}), "model.vocab gives 'a' the id True"),
+        (tokenizer_json(vocab={EOS: 0, "a": -1}), "model.vocab gives 'a' the id -1"),
+        (tokenizer_json(added={"id": 0}), "added_tokens is not a list"),
+        (tokenizer_json(added=[{"content": "x"}]), "an added_tokens entry has no token id"),
+        (tokenizer_json(added=["x"]), "an added_tokens entry has no token id"),
+        (tokenizer_json(added=[{"id": 7}]), "the added token with id 7 has no string content"),
+    ],
+)
+def test_a_tokenizer_file_that_is_not_tokenizer_json_is_one_problem(raw: bytes, why: str) -> None:
+    problem = only_problem(check(with_tokenizer(raw)))
+
+    assert problem.startswith(f"tokenizer file code/tokenizer.json is not tokenizer JSON ({why}")
+    assert problem.endswith("; package the tokenizer.json that tokenizers' Tokenizer.save writes")
+
+
+def test_the_tokenizer_is_checked_wherever_it_lies_in_the_archive() -> None:
+    document = metadata_dict()
+    document["tokenizer"] = {**document["tokenizer"], "vocab_size": 9}
+    tokenizer_first = good_files(**{METADATA_PATH: json.dumps(document).encode()})
+    metadata_first = {METADATA_PATH: tokenizer_first[METADATA_PATH], **tokenizer_first}
+    assert list(metadata_first).index(METADATA_PATH) == 0
+
+    for files in (tokenizer_first, metadata_first):
+        problem = only_problem(check(artifact_bytes(files)))
+        assert "tokenizer.vocab_size 9 but code/tokenizer.json has 6" in problem
+
+
+def test_other_json_files_are_not_taken_for_the_tokenizer() -> None:
+    extra = [
+        file_member("code/config.json", b'{"a": 1}'),
+        file_member("model/1/assets/v.json", b"{"),
+    ]
+
+    assert check(artifact_bytes(extra=extra)).ok
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -908,6 +1328,36 @@ def test_damaged_archives_give_a_report_not_an_exception(data: st.DataObject) ->
 
     if cut < len(whole):
         assert not report.ok
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_saved_model_bytes_give_at_most_one_problem(graph: bytes) -> None:
+    data = artifact_bytes(good_files(**{"model/1/saved_model.pb": graph}))
+
+    report = check(data, allow_xla=True)
+
+    assert len(report.problems) <= 1, report.problems
+    assert all(p.startswith(("model/1/saved_model.pb", METADATA_PATH)) for p in report.problems)
+
+
+NAME_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(NAME_TEXT, min_size=1, max_size=4),
+    st.binary(max_size=300),
+    NAME_TEXT.filter(lambda name: name not in SIGNATURES),
+)
+def test_every_signature_written_is_read_back(names: list[str], graph: bytes, other: str) -> None:
+    saved_model = saved_model_pb(names, graph=graph)
+
+    for name in names:
+        report = check(with_graph(saved_model, name), allow_xla=True)
+        assert report.ok is (name != "__saved_model_init_op"), report.problems
+    if other not in names:
+        assert not check(with_graph(saved_model, other), allow_xla=True).ok
 
 
 VARIANTS = st.from_regex(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", fullmatch=True).filter(

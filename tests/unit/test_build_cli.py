@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tweetgen_build import pipeline
-from tweetgen_build.cli import Command, add_train_arguments, run, train_command, validate_command
+from tweetgen_build.cli import (
+    MAX_INT,
+    Command,
+    _positive,
+    add_evaluate_arguments,
+    add_train_arguments,
+    run,
+    train_command,
+    validate_command,
+)
 from tweetgen_build.errors import InputError, ServingMismatch
 
 
@@ -76,3 +86,66 @@ def test_validate_artifact_on_a_directory_says_so(
         f"tweetgen: error: {tmp_path}: is a directory; a model.tar.gz is expected"
     )
     assert err.count("\n") == 1
+
+
+def _integer_options(add: Callable[[argparse.ArgumentParser], None]) -> list[str]:
+    parser = argparse.ArgumentParser()
+    add(parser)
+    return [action.option_strings[0] for action in parser._actions if action.type is _positive]
+
+
+TRAIN_INTEGERS = _integer_options(add_train_arguments)
+EVALUATE_INTEGERS = _integer_options(add_evaluate_arguments)
+
+
+def test_every_count_option_is_bounded() -> None:
+    assert set(TRAIN_INTEGERS) == {
+        "--epochs",
+        "--batch-size",
+        "--sequence-length",
+        "--patience",
+        "--max-tweets",
+        "--vocab-size",
+        "--samples",
+    }
+    assert set(EVALUATE_INTEGERS) == {"--max-tweets", "--samples"}
+
+
+@pytest.mark.parametrize(
+    ("add", "required", "option"),
+    [
+        (add_train_arguments, ["--model", "lstm", "--data", "t.txt", "--out", "o"], o)
+        for o in TRAIN_INTEGERS
+    ]
+    + [(add_evaluate_arguments, ["model.tar.gz", "--data", "t.txt"], o) for o in EVALUATE_INTEGERS],
+)
+def test_an_integer_option_above_2_to_the_31_is_refused_in_one_line(
+    add: Callable[[argparse.ArgumentParser], None],
+    required: list[str],
+    option: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 10**20 used to reach the tokenizers library (OverflowError) or TensorFlow (ValueError).
+    parser = argparse.ArgumentParser(prog="tweetgen")
+    add(parser)
+    largest = parser.parse_args([*required, option, str(MAX_INT)])
+    assert getattr(largest, option[2:].replace("-", "_")) == MAX_INT
+    with pytest.raises(SystemExit) as caught:
+        parser.parse_args([*required, option, str(10**20)])
+    assert caught.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == (
+        f"tweetgen: error: argument {option}: must be at most 2147483647 (2**31 - 1),"
+        " got 100000000000000000000"
+    )
+
+
+def test_validate_artifact_names_a_file_with_a_newline_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = tmp_path / "bad\nname.tar.gz"
+    archive.write_bytes(b"not a tarball")
+    args = argparse.Namespace(path=archive, variant=None, allow_xla=False)
+    assert run(validate_command, args) == 1
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"{tmp_path}/bad\\nname.tar.gz: ")

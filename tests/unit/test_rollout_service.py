@@ -52,7 +52,7 @@ from tweetgen.services.rollout import (
 from tweetgen.services.upload import validate_upload
 from tweetgen_local import moto_gaps
 
-from tests.unit.test_artifact import artifact_bytes, good_files, metadata_dict
+from tests.unit.test_artifact import artifact_bytes, good_files, metadata_dict, saved_model_pb
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/tweetgen-sagemaker"
@@ -494,7 +494,7 @@ def test_an_xla_model_is_deployed_only_where_new_variants_run_on_gpus(
 ) -> None:
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=BUCKET)
-    graph = b"\x08\x01graph\n\x0f_XlaMustCompile\x12\x02(\x01rest"
+    graph = saved_model_pb(graph=b"graph\n\x0f_XlaMustCompile\x12\x02(\x01rest")
     body = artifact_bytes(good_files(**{"model/1/saved_model.pb": graph}))
     s3.put_object(Bucket=BUCKET, Key="models/lstm/v1/model.tar.gz", Body=body)
     env = {"ENDPOINT_NAME": "tweetgen", "NEW_VARIANT_INSTANCE_TYPE": instance_type}

@@ -189,6 +189,19 @@ def test_path_hyperparameters_without_channels_pass_through() -> None:
         ({"model": "lstm", "keep_urls": "maybe"}, "'keep_urls': expected true or false"),
         ({"model": "lstm", "overrides": "[1]"}, "'overrides': expected a JSON object"),
         ({"model": "lstm", "overrides": {"a=b": 1}}, "'overrides': bad setting name 'a=b'"),
+        # Both names become "units": keeping one value would silently drop the other.
+        (
+            {"model": "lstm", "overrides": {" units ": 5, "units": 6}},
+            "'overrides': 'units' and ' units ' are the same setting",
+        ),
+        (
+            {"model": "lstm", "overrides": '{"units": 5, "units ": 6}'},
+            "'overrides': 'units ' and 'units' are the same setting",
+        ),
+        (
+            {"model": "lstm", "overrides": {"units": 2**31}},
+            "'overrides': setting 'units' must be at most 2147483647, got 2147483648",
+        ),
         ({"model": "lstm", "preset": " "}, "'preset': must not be empty"),
         ({"model": "lstm", "max-tweets": 1, "max_tweets": 2}, "are the same hyperparameter"),
         ({"model": "lstm", "init_from": "gpt2"}, "'init_from' applies to model gpt2 only"),
@@ -197,6 +210,45 @@ def test_path_hyperparameters_without_channels_pass_through() -> None:
 def test_bad_hyperparameters_are_rejected(hyperparameters: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError, match=message):
         script_mode_argv(JOB_ENV, hyperparameters)
+
+
+INTEGER_HYPERPARAMETERS = [
+    name
+    for name, spec in sagemaker_job.HYPERPARAMETERS.items()
+    if spec.flag
+    in {
+        "--epochs",
+        "--batch-size",
+        "--max-tweets",
+        "--sequence-length",
+        "--patience",
+        "--vocab-size",
+        "--samples",
+        "--seed",
+    }
+]
+
+
+@pytest.mark.parametrize("name", INTEGER_HYPERPARAMETERS)
+def test_integer_hyperparameters_have_an_upper_bound(name: str) -> None:
+    # Unbounded, 10**20 failed deep in the job (OverflowError from tokenizers, ValueError
+    # from TensorFlow) after minutes of provisioning and data loading.
+    maximum = 2**32 - 1 if name == "seed" else 2**31 - 1
+    assert validate_hyperparameters({"model": "lstm", name: maximum})[name] == maximum
+    for value in (maximum + 1, str(10**20)):
+        with pytest.raises(InputError) as caught:
+            validate_hyperparameters({"model": "lstm", name: value})
+        assert str(caught.value) == (
+            f"hyperparameter {name!r}: must be at most {maximum}, got {int(value)}"
+        )
+
+
+def test_the_integer_bound_is_the_command_lines() -> None:
+    from tweetgen_build import cli, pipeline
+
+    assert sagemaker_job.MAX_INT == cli.MAX_INT == pipeline.MAX_INT == 2**31 - 1
+    assert sagemaker_job.MAX_SEED == pipeline.MAX_SEED == 2**32 - 1
+    assert len(INTEGER_HYPERPARAMETERS) == 8
 
 
 def test_every_problem_is_reported_at_once() -> None:

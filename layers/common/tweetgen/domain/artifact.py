@@ -11,7 +11,10 @@ A model artifact is a ``model.tar.gz`` in the SageMaker TensorFlow Serving layou
 
 The build writes ``metadata.json`` with :class:`ArtifactMetadata` and the rollout reads it back
 with the same class, so the schema lives in one place. :func:`validate_artifact` reads the archive
-as a stream (an S3 body works) and never extracts it or runs any of its code.
+as a stream (an S3 body works) and never extracts it or runs any of its code. It checks the
+metadata against the archive too: the signature it names is in ``saved_model.pb`` (read with a
+small protobuf wire-format reader, no protobuf library) and the tokenizer's vocabulary size and
+end-of-text id are those of the tokenizer JSON.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 import ast
 import gzip
 import hashlib
+import json
 import re
 import tarfile
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Annotated, Any, Literal, Protocol, cast
 
@@ -83,6 +88,10 @@ SAVED_MODEL_FILE = "saved_model.pb"
 VARIABLES_INDEX = "variables/variables.index"
 # The container names a SavedModel found at the archive root (``1/saved_model.pb``) "model".
 DEFAULT_MODEL_NAME = "model"
+# The end-of-text token of every tokenizer the build writes (start, end and padding).
+EOS_TOKEN = "<|endoftext|>"
+# A signature_def key of every TF2 SavedModel that names the restore's init op, not a signature.
+INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -167,6 +176,17 @@ class GenerationMetadata(_MetadataPart):
     max_batch_size: int = Field(gt=0)
     signature: str = "serving_default"
 
+    @model_validator(mode="after")
+    def _room_for_a_prompt(self) -> GenerationMetadata:
+        # inference.py refuses a request when end-of-text + prompt + max_new_tokens > max_context.
+        if self.max_new_tokens >= self.max_context:
+            raise ValueError(
+                f"max_new_tokens {self.max_new_tokens} leaves no room for a prompt in max_context "
+                f"{self.max_context}: the context holds the end-of-text start token and the new "
+                f"tokens, so max_new_tokens must be at most {self.max_context - 1}"
+            )
+        return self
+
 
 class ArtifactMetadata(_MetadataPart):
     """``metadata.json``: written by the build, read by validation, rollout and the local host.
@@ -218,8 +238,10 @@ class ArtifactLimits:
     ``max_members``: entries of any type, folders included.
     ``max_metadata_bytes``: ``metadata.json``, read into memory.
     ``max_code_file_bytes``: ``code/inference.py``, read into memory and parsed.
-    ``max_tokenizer_bytes``: the tokenizer file, hashed to check ``tokenizer.sha256``
-    (a byte-level BPE tokenizer.json is well under 5 MB).
+    ``max_tokenizer_bytes``: the tokenizer file, hashed to check ``tokenizer.sha256`` and, when
+    it is JSON, read into memory for its vocabulary (a byte-level BPE tokenizer.json is well
+    under 5 MB). ``saved_model.pb`` is read as a stream whatever its size: only its signature
+    names are kept, each at most ``max_metadata_bytes`` long.
     ``max_member_problems``: per-member problems listed before the rest are only counted, so a
     report stays small enough for a Step Functions state (256 KiB).
     """
@@ -365,11 +387,18 @@ class _Scan:
     members: int = 0
     total_bytes: int = 0
     files: set[str] = field(default_factory=set)
-    seen: dict[str, bool] = field(default_factory=dict)  # normalised name -> is a folder
+    # normalised name -> (is a folder, the member's name as shown)
+    seen: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    # folder that no member names but some member lies in -> the first such member, as shown
+    parents: dict[str, str] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
+    # small files that start like a JSON object -> their tokens by id, or why they have none
+    vocabularies: dict[str, dict[int, str] | str] = field(default_factory=dict)
     metadata_raw: bytes | None = None
     inference_source: bytes | None = None
     xla_graphs: set[str] = field(default_factory=set)  # saved_model.pb files that need XLA
+    signatures: dict[str, frozenset[str]] = field(default_factory=dict)  # saved_model.pb -> keys
+    unreadable_graphs: dict[str, str] = field(default_factory=dict)  # saved_model.pb -> why
     member_problems: int = 0
     suppressed: int = 0
     finished: bool = False
@@ -445,14 +474,55 @@ def _safe_path(member: tarfile.TarInfo, scan: _Scan) -> str | None:
         unsafe = True
     if unsafe or not path:
         return None
-    if path in scan.seen and not (member.isdir() and scan.seen[path]):
-        scan.member_problem(
-            f"member {shown}: '{path}' appears more than once; the later copy would silently "
-            "replace the earlier one: keep one"
-        )
+    clash = _clash(path, member.isdir(), shown, scan)
+    if clash is not None:
+        scan.member_problem(clash)
         return None
-    scan.seen[path] = member.isdir()
+    scan.seen[path] = (member.isdir(), shown)
+    parts = path.split("/")
+    for depth in range(1, len(parts)):
+        scan.parents.setdefault("/".join(parts[:depth]), shown)
     return path
+
+
+def _clash(path: str, is_dir: bool, shown: str, scan: _Scan) -> str | None:
+    """Why a member cannot be unpacked beside the earlier ones, or None when it can.
+
+    A file where a folder is needed (for a member inside it) makes ``tar -x`` and ``tarfile``
+    fail ("Not a directory", "File exists", "Is a directory"); a file and a folder of one name
+    fail or replace each other, and a later copy of a file replaces the earlier one. A folder
+    named twice is harmless.
+    """
+    parts = path.split("/")
+    for depth in range(1, len(parts)):
+        folder = "/".join(parts[:depth])
+        earlier = scan.seen.get(folder)
+        if earlier is not None and not earlier[0]:
+            return (
+                f"member {shown}: '{path}' lies in '{folder}', which the earlier member "
+                f"{earlier[1]} makes a file; unpacking fails there (Not a directory): rename or "
+                "remove one"
+            )
+    if path in scan.seen:
+        was_dir, earlier_shown = scan.seen[path]
+        if is_dir and was_dir:
+            return None
+        if not is_dir and not was_dir:
+            return (
+                f"member {shown}: '{path}' appears more than once (also as member {earlier_shown}); "
+                "the later copy would silently replace the earlier one: keep one"
+            )
+        kinds = ("a folder", "a file") if is_dir else ("a file", "a folder")
+        return (
+            f"member {shown}: '{path}' is {kinds[0]} but the earlier member {earlier_shown} "
+            f"makes it {kinds[1]}; one would replace the other, or unpacking fails: keep one"
+        )
+    if not is_dir and path in scan.parents:
+        return (
+            f"member {shown}: '{path}' is a file but the earlier member {scan.parents[path]} "
+            "lies in it, so it must be a folder; unpacking fails there: rename or remove one"
+        )
+    return None
 
 
 # A function exported with ``jit_compile=True`` carries this attribute in the graph (the
@@ -460,26 +530,194 @@ def _safe_path(member: tarfile.TarInfo, scan: _Scan) -> str | None:
 _XLA_MUST_COMPILE = b"\n\x0f_XlaMustCompile\x12\x02(\x01"
 
 
-def _needs_xla(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bool:
-    """Whether a saved_model.pb holds a function that must be compiled by XLA (read streaming)."""
+# Fields the protobuf reader takes one by one (outside the graph, which it skips whole): a real
+# SavedModel has a few dozen, so more means a file built to keep the reader busy.
+_MAX_PROTOBUF_FIELDS = 100_000
+
+
+class _Malformed(Exception):
+    """saved_model.pb is not a protobuf message of the expected shape."""
+
+
+class _GraphReader:
+    """saved_model.pb read once, forwards, for the protobuf reader; every byte is scanned for XLA."""
+
+    def __init__(self, handle: IO[bytes], size: int, max_name_bytes: int) -> None:
+        self._handle = handle
+        self.size = size
+        self.max_name_bytes = max_name_bytes
+        self.pos = 0
+        self.fields = 0
+        self.needs_xla = False
+        self._tail = b""
+
+    def _scan(self, data: bytes) -> None:
+        if not self.needs_xla:
+            window = self._tail + data
+            self.needs_xla = _XLA_MUST_COMPILE in window
+            self._tail = window[-(len(_XLA_MUST_COMPILE) - 1) :]
+
+    def read(self, size: int) -> bytes:
+        """Exactly ``size`` bytes, or :class:`_Malformed` when the file ends first."""
+        data = self._handle.read(size) if size else b""
+        self._scan(data)
+        self.pos += len(data)
+        if len(data) < size:
+            raise _Malformed(f"it ends at byte {self.pos}, inside a field")
+        return data
+
+    def skip(self, size: int) -> None:
+        while size > 0:
+            size -= len(self.read(min(size, _CHUNK)))
+
+    def drain(self) -> None:
+        """Scan the rest for XLA, once the protobuf reader is done or has given up."""
+        while chunk := self._handle.read(_CHUNK):
+            self._scan(chunk)
+
+
+def _varint(reader: _GraphReader) -> int:
+    """A base-128 varint: 7 bits a byte, least significant first, at most 10 bytes."""
+    start, value = reader.pos, 0
+    for shift in range(0, 70, 7):
+        byte = reader.read(1)[0]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value
+    raise _Malformed(f"the varint at byte {start} is longer than 10 bytes")
+
+
+def _length_delimited(reader: _GraphReader, end: int) -> Iterator[tuple[int, int]]:
+    """``(field number, length)`` of each length-delimited field of the message ending at ``end``.
+
+    The caller may read the field's bytes or leave them: what it leaves is skipped. Varint,
+    64-bit and 32-bit fields (wire types 0, 1, 5) are skipped; any other wire type is malformed.
+    """
+    while reader.pos < end:
+        reader.fields += 1
+        if reader.fields > _MAX_PROTOBUF_FIELDS:
+            raise _Malformed(f"it has more than {_MAX_PROTOBUF_FIELDS} fields outside its graph")
+        start = reader.pos
+        key = _varint(reader)
+        number, wire_type = key >> 3, key & 7
+        if number == 0:
+            raise _Malformed(f"the field at byte {start} has number 0")
+        if wire_type == 0:
+            _varint(reader)
+        elif wire_type == 1:
+            reader.skip(8)
+        elif wire_type == 5:
+            reader.skip(4)
+        elif wire_type == 2:
+            length = _varint(reader)
+            stop = reader.pos + length
+            if stop > end:
+                raise _Malformed(
+                    f"the field at byte {start} is {length} bytes long, past the end of its "
+                    f"message at byte {end}"
+                )
+            yield number, length
+            reader.skip(stop - reader.pos)
+        else:
+            raise _Malformed(f"the field at byte {start} has wire type {wire_type}")
+        if reader.pos > end:
+            raise _Malformed(f"the field at byte {start} runs past the end of its message")
+
+
+def _signature_names(reader: _GraphReader) -> frozenset[str]:
+    """The signature_def keys of every MetaGraphDef in a SavedModel message.
+
+    SavedModel: field 2 ``meta_graphs`` (repeated MetaGraphDef); MetaGraphDef: field 5
+    ``signature_def``, a map whose entries hold the key as field 1 and the SignatureDef as
+    field 2. A key longer than ``max_name_bytes`` (metadata.json's own limit) is left out:
+    metadata.json cannot name it.
+    """
+    names: set[str] = set()
+    for number, length in _length_delimited(reader, reader.size):
+        if number != 2:
+            continue
+        for inner, inner_length in _length_delimited(reader, reader.pos + length):
+            if inner != 5:
+                continue
+            key: bytes | None = b""  # an entry without field 1 has the empty key
+            for part, part_length in _length_delimited(reader, reader.pos + inner_length):
+                if part == 1:
+                    fits = part_length <= reader.max_name_bytes
+                    key = reader.read(part_length) if fits else None
+            if key is not None:
+                try:
+                    names.add(key.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise _Malformed("a signature name is not UTF-8") from None
+    return frozenset(names)
+
+
+def _take_saved_model(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, scan: _Scan
+) -> None:
+    """Read a saved_model.pb once: its signature names, and whether it needs XLA."""
     handle = tar.extractfile(member)
     if handle is None:
-        return False
-    tail = b""
-    while chunk := handle.read(_CHUNK):
-        if _XLA_MUST_COMPILE in tail + chunk:
-            return True
-        tail = chunk[-(len(_XLA_MUST_COMPILE) - 1) :]
-    return False
+        return
+    reader = _GraphReader(handle, member.size, scan.limits.max_metadata_bytes)
+    try:
+        scan.signatures[path] = _signature_names(reader)
+    except _Malformed as exc:
+        scan.unreadable_graphs[path] = str(exc)
+    reader.drain()
+    if reader.needs_xla:
+        scan.xla_graphs.add(path)
 
 
-def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool) -> tuple[str, bytes]:
-    """The member's sha256 and, when asked, its bytes."""
+def _tokenizer_vocabulary(raw: bytes) -> dict[int, str] | str:
+    """The tokens by id of a ``tokenizers`` JSON file (``model.vocab`` and ``added_tokens``).
+
+    Where both give an id, the added token wins, as it does when the tokenizer decodes. A
+    string instead says why the file is not tokenizer JSON of that shape.
+    """
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return f"not valid JSON: {exc}"
+    model = document.get("model") if isinstance(document, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if not isinstance(vocab, dict):
+        return "no model.vocab object of tokens and their ids"
+    added = document.get("added_tokens", [])
+    if not isinstance(added, list):
+        return "added_tokens is not a list"
+    tokens: dict[int, str] = {}
+    for token, token_id in vocab.items():
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+            return f"model.vocab gives {_shown(token)} the id {token_id!r}, not a token id"
+        tokens.setdefault(token_id, token)
+    for entry in added:
+        token_id = entry.get("id") if isinstance(entry, dict) else None
+        content = entry.get("content") if isinstance(entry, dict) else None
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+            return "an added_tokens entry has no token id"
+        if not isinstance(content, str):
+            return f"the added token with id {token_id} has no string content"
+        tokens[token_id] = content
+    return tokens
+
+
+def _read_member(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool, *, json_only: bool = False
+) -> tuple[str, bytes]:
+    """The member's sha256 and, when asked, its bytes.
+
+    With ``json_only`` the bytes are kept only when they start like a JSON object.
+    """
     handle = tar.extractfile(member)
     digest = hashlib.sha256()
     kept: list[bytes] = []
     if handle is not None:
+        first = True
         while chunk := handle.read(_CHUNK):
+            if first and json_only:
+                keep = keep and chunk.lstrip().startswith(b"{")
+            first = False
             digest.update(chunk)
             if keep:
                 kept.append(chunk)
@@ -506,11 +744,13 @@ def _take_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, scan: _
             return
         scan.digests[path], scan.inference_source = _read_member(tar, member, keep=True)
     elif path.rsplit("/", 1)[-1] == SAVED_MODEL_FILE:
-        if _needs_xla(tar, member):
-            scan.xla_graphs.add(path)
+        _take_saved_model(tar, member, path, scan)
     elif member.size <= limits.max_tokenizer_bytes:
-        # The tokenizer may come before metadata.json names it, so hash every small file.
-        scan.digests[path], _ = _read_member(tar, member, keep=False)
+        # The tokenizer may come before metadata.json names it, so hash every small file and
+        # read the vocabulary of each that looks like JSON.
+        scan.digests[path], raw = _read_member(tar, member, keep=True, json_only=True)
+        if raw:
+            scan.vocabularies[path] = _tokenizer_vocabulary(raw)
 
 
 def _take_member(tar: tarfile.TarFile, member: tarfile.TarInfo, scan: _Scan) -> bool:
@@ -825,6 +1065,58 @@ def _metadata_problems(
             f"missing the tokenizer file {path} named by {METADATA_PATH} tokenizer.path; "
             "add it to the archive or fix the path"
         )
+    if path in scan.digests:
+        problems.extend(_vocabulary_problems(metadata.tokenizer, scan.vocabularies.get(path)))
+    if saved_model is not None:
+        graph = f"{saved_model.folder}/{SAVED_MODEL_FILE}"
+        names = scan.signatures.get(graph)
+        wanted = metadata.generation.signature
+        if names is not None and (wanted not in names or wanted == INIT_OP_SIGNATURE):
+            servable = sorted(names - {INIT_OP_SIGNATURE})
+            listed = ", ".join(_shown(name) for name in servable[:10])
+            listed += ", ..." if len(servable) > 10 else ""
+            problems.append(
+                f"{METADATA_PATH} says generation.signature {_shown(wanted)} but {graph} has no "
+                f"such signature (it has {listed or 'none'}); export the model with that "
+                "signature or fix the metadata"
+            )
+    return problems
+
+
+def _vocabulary_problems(
+    tokenizer: TokenizerMetadata, tokens: dict[int, str] | str | None
+) -> list[str]:
+    """Agreement between metadata.json's tokenizer ids and the tokenizer JSON's vocabulary.
+
+    The build writes ``vocab_size`` from ``Tokenizer.get_vocab_size()``, which counts the model
+    vocabulary and the added tokens together: the distinct ids of both.
+    """
+    path = tokenizer.path
+    if not isinstance(tokens, dict):
+        why = "it does not start with '{'" if tokens is None else tokens
+        return [
+            f"tokenizer file {path} is not tokenizer JSON ({why}); package the tokenizer.json "
+            "that tokenizers' Tokenizer.save writes"
+        ]
+    problems = []
+    if len(tokens) != tokenizer.vocab_size:
+        problems.append(
+            f"{METADATA_PATH} says tokenizer.vocab_size {tokenizer.vocab_size} but {path} has "
+            f"{len(tokens)} distinct token ids (model.vocab and added_tokens); write the size "
+            "of the packaged tokenizer"
+        )
+    eos = tokens.get(tokenizer.eos_token_id)
+    if eos != EOS_TOKEN:
+        has = "no token" if eos is None else f"the token {_shown(eos)}"
+        problems.append(
+            f"{METADATA_PATH} says tokenizer.eos_token_id {tokenizer.eos_token_id} but {path} has "
+            f"{has} at that id, not '{EOS_TOKEN}'; write the id of '{EOS_TOKEN}'"
+        )
+    if tokenizer.pad_token_id not in tokens:
+        problems.append(
+            f"{METADATA_PATH} says tokenizer.pad_token_id {tokenizer.pad_token_id} but {path} has "
+            "no token with that id; write the id of a token it has"
+        )
     return problems
 
 
@@ -841,7 +1133,8 @@ def validate_artifact(
     ``allow_xla``: accept a SavedModel with functions that must be compiled by XLA, for a
     model server that compiles them (TensorFlow Serving does on GPUs, not on CPUs by default).
     When reading stops early (damage, truncation, a limit) the checks for missing files are
-    skipped, since the rest of the archive was never seen.
+    skipped, since the rest of the archive was never seen, and so are the checks of the
+    signature and the tokenizer's vocabulary when their files were not read.
     """
     scan = _Scan(limits=limits)
     _scan_archive(fileobj, scan)
@@ -863,6 +1156,12 @@ def validate_artifact(
             "requests into model inputs"
         )
     saved_model = _saved_model_problems(scan, problems)
+    graph = None if saved_model is None else f"{saved_model.folder}/{SAVED_MODEL_FILE}"
+    if graph is not None and graph in scan.unreadable_graphs:
+        problems.append(
+            f"{graph} is not a readable SavedModel protobuf ({scan.unreadable_graphs[graph]}); "
+            "export the model again with tf.saved_model.save"
+        )
     if (
         saved_model is not None
         and not allow_xla
