@@ -9,6 +9,7 @@ or MySQL's ``wait_timeout`` passed.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -267,11 +268,44 @@ def _sqlite_engine(url: URL, busy_timeout_s: float) -> Engine:
             _enable_wal(cursor, busy_timeout_s)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            _ensure_math_functions(dbapi_connection, cursor)
         finally:
             cursor.close()
 
     event.listen(engine, "begin", _begin_sqlite)
     return engine
+
+
+def _ln(x: float | None) -> float | None:
+    """SQLite's LN: NULL for NULL and for numbers without a logarithm."""
+    return math.log(x) if x is not None and x > 0 else None
+
+
+def _floor(x: float | None) -> int | None:
+    return None if x is None else math.floor(x)
+
+
+# The SQL math functions the aggregation calls (the latency histogram's bins).
+_MATH_FUNCTIONS: dict[str, Callable[[Any], Any]] = {"LN": _ln, "FLOOR": _floor}
+
+
+def _ensure_math_functions(dbapi_connection: Any, cursor: Any) -> None:
+    """Give the connection LN and FLOOR where its SQLite lacks them.
+
+    Python's sqlite3 usually links a SQLite built with its math functions, but not every
+    build has them (older system libraries), and a process that loaded TensorFlow first gets
+    TensorFlow's own SQLite, which lacks them: its symbols take precedence. The built-in
+    functions are kept where they exist (they are faster than a Python callback).
+    """
+    import sqlite3
+
+    try:
+        cursor.execute("SELECT LN(1)")
+    except sqlite3.OperationalError:
+        # A SQLite without its math functions: FLOOR too (SQLAlchemy may have given it one
+        # that fails on NULL).
+        for name, function in _MATH_FUNCTIONS.items():
+            dbapi_connection.create_function(name, 1, function, deterministic=True)
 
 
 def _enable_wal(cursor: Any, busy_timeout_s: float) -> None:
