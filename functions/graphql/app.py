@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen import coldstart
 from tweetgen.adapters import appsync, serving
 from tweetgen.adapters.tracing import new_tracer
+from tweetgen.services.errors import DATABASE_UNREACHABLE
 from tweetgen.services.serving import (
     FeedbackService,
     GenerationService,
@@ -189,9 +190,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         if _database_unreachable(exc):
             # As the REST API's 503: Aurora resuming or failing over, the client may retry.
             logger.warning("the database is unreachable", extra={"reason": str(exc)})
-            raise ServiceUnavailable(
-                "the database is not reachable right now; try again in a few seconds"
-            ) from None
+            raise ServiceUnavailable(DATABASE_UNREACHABLE) from None
         logger.exception("the request failed")
         raise appsync.InternalFailure(
             f"the request failed; request id {context.aws_request_id} names it in the logs"

@@ -27,7 +27,12 @@ from tweetgen.adapters import sagemaker
 from tweetgen.adapters.api import error_response, json_response, new_resolver
 from tweetgen.adapters.database import Database, is_unreachable
 from tweetgen.adapters.tracing import new_tracer
-from tweetgen.services.errors import ServiceUnavailable, UnknownGeneration, shown_id
+from tweetgen.services.errors import (
+    DATABASE_UNREACHABLE,
+    ServiceUnavailable,
+    UnknownGeneration,
+    shown_id,
+)
 from tweetgen.services.experiment import experiment_status
 
 logger = Logger()
@@ -60,7 +65,7 @@ def database_unreachable(error: OperationalError):
     logger.warning("the database is unreachable", extra={"reason": str(error.orig)})
     return error_response(
         503,
-        "the database is not reachable right now; try again in a few seconds",
+        DATABASE_UNREACHABLE,
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
 

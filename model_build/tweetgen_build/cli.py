@@ -13,14 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tweetgen_build.configs import MAX_INT
 from tweetgen_build.errors import InputError, ServingMismatch, check_artifact_path, printable
 
 PROG = "tweetgen"
-# The largest value of an integer option: TensorFlow and the tokenizers library hold counts and
-# sizes in 32-bit integers and fail on larger ones after minutes of work (OverflowError from the
-# tokenizer trainer, ValueError from TensorFlow). The same as pipeline.MAX_INT, which the model
-# settings (--set) are held to; not imported from there, which would slow down --help.
-MAX_INT = 2**31 - 1
 
 
 def _positive(value: str) -> int:

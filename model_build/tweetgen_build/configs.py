@@ -10,6 +10,13 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, get_type_hints
 
+# The largest count or size any option or model setting takes: TensorFlow and the tokenizers
+# library hold them in 32-bit integers and fail on larger ones after minutes of work
+# (OverflowError from the tokenizer trainer, ValueError from TensorFlow).
+MAX_INT = 2**31 - 1
+# Seeds: what numpy's and TensorFlow's seeding take.
+MAX_SEED = 2**32 - 1
+
 
 @dataclass(frozen=True)
 class LSTMConfig:
@@ -53,6 +60,8 @@ def setting_problem(config: type[LSTMConfig | GPT2Settings], name: str, value: A
             return f"must be an integer, not {type(value).__name__}"
         if value < 1:
             return "must be a positive integer"
+        if value > MAX_INT:
+            return f"must be at most {MAX_INT}"
     elif expected is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, not {type(value).__name__}"

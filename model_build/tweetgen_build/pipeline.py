@@ -25,7 +25,7 @@ from tweetgen.domain.artifact import (
 )
 from tweetgen.domain.model_key import ModelKey, is_variant_name
 
-from tweetgen_build.configs import GPT2Settings, LSTMConfig, setting_problem
+from tweetgen_build.configs import MAX_SEED, GPT2Settings, LSTMConfig, setting_problem
 from tweetgen_build.data import CleaningOptions, Splits, load_corpus, split_corpus
 from tweetgen_build.errors import InputError, error_line, printable
 from tweetgen_build.tokenizer import (
@@ -46,11 +46,6 @@ MAX_BATCH_SIZE = 16
 MAX_NEW_TOKENS = 128
 LSTM_CONTEXT = 256
 EVAL_MAX_LENGTH = 128
-# The largest count or size any option or model setting takes: TensorFlow and the tokenizers
-# library hold them in 32-bit integers and fail on larger ones (OverflowError, ValueError).
-MAX_INT = 2**31 - 1
-# Seeds: what numpy's and TensorFlow's seeding take.
-MAX_SEED = 2**32 - 1
 # What the hub takes as a model name ("gpt2", "openai-community/gpt2"); see local_checkpoint.
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?", re.ASCII)
 # The files a run writes into --out (packed or --unpacked) and into the metrics folder.
@@ -363,8 +358,6 @@ def _model_config(cls: type[C], label: str, vocab_size: int, values: dict[str, A
         raise InputError(f"unknown {label} settings {unknown}: known are {sorted(names)}")
     for name, value in values.items():
         problem = setting_problem(cls, name, value)  # type: ignore[arg-type]
-        if problem is None and isinstance(value, int) and value > MAX_INT:
-            problem = f"must be at most {MAX_INT}"
         if problem is not None:
             raise InputError(f"{label} setting --set {name}={printable(repr(value))}: {problem}")
     return cls(vocab_size=vocab_size, **values)  # type: ignore[call-arg]

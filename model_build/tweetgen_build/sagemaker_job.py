@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from tweetgen_build.cli import MAX_INT
+from tweetgen_build.configs import MAX_INT, MAX_SEED
 from tweetgen_build.errors import InputError
 
 if TYPE_CHECKING:
@@ -53,9 +53,6 @@ FROM_ENVIRONMENT = {
 # Older SDKs add these on their own; they say nothing about the model.
 PLATFORM_PREFIX = "sagemaker_"
 PLATFORM_NAMES = frozenset({"model_dir"})
-
-# tweetgen train's seed range (pipeline.check_seed).
-MAX_SEED = 2**32 - 1
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})

@@ -244,10 +244,11 @@ def test_integer_hyperparameters_have_an_upper_bound(name: str) -> None:
 
 
 def test_the_integer_bound_is_the_command_lines() -> None:
-    from tweetgen_build import cli, pipeline
+    from tweetgen_build import cli, configs, pipeline
 
-    assert sagemaker_job.MAX_INT == cli.MAX_INT == pipeline.MAX_INT == 2**31 - 1
-    assert sagemaker_job.MAX_SEED == pipeline.MAX_SEED == 2**32 - 1
+    # One bound, from the model settings' module: the command line, the launcher and --set.
+    assert sagemaker_job.MAX_INT is cli.MAX_INT is configs.MAX_INT == 2**31 - 1
+    assert sagemaker_job.MAX_SEED is pipeline.MAX_SEED is configs.MAX_SEED == 2**32 - 1
     assert len(INTEGER_HYPERPARAMETERS) == 8
 
 

@@ -134,25 +134,25 @@ def new_resolver(
     def _invalid(error: RequestValidationError) -> Response:
         return error_response(422, "the request is not valid", validation_errors(error.errors()))
 
+    def unreadable_body(reason: str) -> Response:
+        return error_response(
+            422, "the request is not valid", [{"field": "body", "reason": reason}]
+        )
+
     @app.exception_handler(RecursionError)
     def _too_deep(error: RecursionError) -> Response:
         # JSON nested deeper than Python's parser recurses, while the body is read; from
         # anywhere else it is a fault, not the request's.
         if not _raised_reading_json(error):
             raise error
-        reason = "the body is nested too deeply to read"
-        return error_response(
-            422, "the request is not valid", [{"field": "body", "reason": reason}]
-        )
+        return unreadable_body("the body is nested too deeply to read")
 
     @app.exception_handler(ValueError)
     def _unreadable(error: ValueError) -> Response:
         reason = unreadable_body_reason(error)
         if reason is None:
             raise error
-        return error_response(
-            422, "the request is not valid", [{"field": "body", "reason": reason}]
-        )
+        return unreadable_body(reason)
 
     @app.exception_handler(ServiceError)
     def _refused(error: ServiceError) -> Response:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "DATABASE_UNREACHABLE",
     "MODEL_REFUSAL_PREFIX",
     "EndpointError",
     "MalformedEvent",
@@ -83,6 +84,11 @@ class EndpointError(ServiceError):
 
     status = 502
     variant: str | None = None
+
+
+#: What a client is told while the database cannot be reached (REST's 503, GraphQL's
+#: ServiceUnavailable): Aurora resuming from a pause, a failover, a network problem.
+DATABASE_UNREACHABLE = "the database is not reachable right now; try again in a few seconds"
 
 
 class ServiceUnavailable(ServiceError):
