@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tweetgen import coldstart
 from tweetgen.adapters.database import Database
 from tweetgen.adapters.tracing import new_tracer
-from tweetgen.services.serving import MalformedEvent, parse_event, record_event, record_events
+from tweetgen.services.recording import MalformedEvent, parse_event, record_event, record_events
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch import BatchProcessor

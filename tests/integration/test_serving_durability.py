@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ import requests
 import sqlalchemy
 from sqlalchemy import Engine, make_url
 from tweetgen.adapters.sqs import SqsEventQueue
-from tweetgen.domain.serving import FeedbackEvent, GenerationIds
+from tweetgen.domain.events import FeedbackEvent
+from tweetgen.domain.serving import GenerationIds
 from tweetgen_local.stack import LocalStack, StackOptions
 
 from tests.conftest import REPO_ROOT
@@ -172,7 +174,7 @@ def test_feedback_posted_while_the_database_is_down_is_all_recorded_exactly_once
                 generation_id=a["generation_id"],
                 reward=a["reward"],
                 raw_value="like",
-                created_at="2026-11-26T10:00:00Z",  # type: ignore[arg-type]
+                created_at=datetime(2026, 11, 26, 10, tzinfo=UTC),
             )
             for a in accepted[:REDELIVERED]
         ]

@@ -25,15 +25,11 @@ import pytest
 from moto import mock_aws
 from tweetgen.adapters import appsync
 from tweetgen.adapters.database import Database
+from tweetgen.domain.events import parse_event
 from tweetgen.domain.experiment import ExperimentSettings, VariantSnapshot, decide
 from tweetgen.domain.serving import GenerateRequest, GenerationIds
 from tweetgen.services.experiment import aggregate
-from tweetgen.services.serving import (
-    ModelRefusedRequest,
-    QueueError,
-    RequestRejected,
-    parse_event,
-)
+from tweetgen.services.serving import ModelRefusedRequest, QueueError, RequestRejected
 from tweetgen_local.functions import InvocationResult, LambdaContext, error_shape
 from tweetgen_local.graphql_server import (
     FieldBinding,

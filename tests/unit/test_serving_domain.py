@@ -12,7 +12,6 @@ from pydantic import ValidationError
 from tweetgen.domain.serving import (
     MAX_PROMPT_CHARS,
     AssignmentError,
-    FeedbackEvent,
     FeedbackRequest,
     GenerateRequest,
     GenerationIds,
@@ -89,17 +88,6 @@ def test_rewards_are_normalised_to_the_unit_interval(reward: str | int, value: f
 def test_other_rewards_are_refused_with_the_choices(reward: object) -> None:
     with pytest.raises(ValidationError, match="'like', 'dislike' or a rating from 1 to 5"):
         FeedbackRequest.model_validate({"reward": reward})
-
-
-def test_events_survive_the_queue_round_trip() -> None:
-    event = FeedbackEvent(
-        feedback_id="f1",
-        generation_id="g1",
-        reward=0.75,
-        raw_value="4",
-        created_at="2026-11-26T10:00:00Z",  # type: ignore[arg-type]
-    )
-    assert FeedbackEvent.model_validate_json(event.model_dump_json()) == event
 
 
 # --------------------------------------------------------------------------- assignment

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +21,32 @@ from tweetgen.adapters.database import Database
 from tweetgen.adapters.sagemaker import EndpointVariants, SageMakerRuntime, ServingEndpoint
 from tweetgen.adapters.serving import generate_counted, submit_counted
 from tweetgen.adapters.sqs import SqsEventQueue
-from tweetgen.domain.serving import (
+from tweetgen.domain.events import (
     FeedbackEvent,
-    FeedbackRequest,
-    GenerateRequest,
     GenerationEvent,
     GenerationFailedEvent,
+    QueueEvent,
+    encode_event,
+    parse_event,
+)
+from tweetgen.domain.serving import (
+    FeedbackRequest,
+    GenerateRequest,
     GenerationIds,
     ServingLimits,
     assign_variant,
 )
 from tweetgen.services.errors import MODEL_REFUSAL_PREFIX
+from tweetgen.services.recording import record_event, record_events
 from tweetgen.services.serving import (
     EndpointError,
     FeedbackService,
     GenerationService,
-    MalformedEvent,
     ModelRefusedRequest,
     QueueError,
-    QueueEvent,
     RequestRejected,
     ServiceUnavailable,
     UnknownGeneration,
-    parse_event,
-    record_event,
-    record_events,
 )
 
 REGION = "us-east-1"
@@ -568,7 +570,7 @@ def generation_event(generation_id: str, variant: str, prompt: str = "hi") -> Ge
         text="a tweet",
         parameters={"max_new_tokens": 4},
         latency_ms=12.5,
-        created_at="2026-11-26T10:00:00Z",  # type: ignore[arg-type]
+        created_at=datetime.fromisoformat("2026-11-26T10:00:00+00:00"),
     )
 
 
@@ -578,7 +580,7 @@ def feedback_event(feedback_id: str, generation_id: str, reward: float) -> Feedb
         generation_id=generation_id,
         reward=reward,
         raw_value="like" if reward else "dislike",
-        created_at="2026-11-26T10:00:01Z",  # type: ignore[arg-type]
+        created_at=datetime.fromisoformat("2026-11-26T10:00:01+00:00"),
     )
 
 
@@ -615,9 +617,9 @@ def test_the_recorder_stores_each_failure_once(db: Database) -> None:
         failure_id="x1",
         variant="gpt2",
         reason="ModelError: out of memory",
-        created_at="2026-11-26T10:00:02Z",  # type: ignore[arg-type]
+        created_at=datetime.fromisoformat("2026-11-26T10:00:02+00:00"),
     )
-    body = failure.model_dump_json()
+    body = encode_event(failure)
     assert record_events([parse_event(body)], db.generations, db.feedback, db.failures) == {"x1"}
     assert record_event(parse_event(body), db.generations, db.feedback, db.failures) is False
     stored = db.failures.get("x1")
@@ -631,18 +633,3 @@ def test_sql_in_an_event_is_stored_literally(db: Database) -> None:
     record_events([generation_event("g1", "lstm", prompt)], db.generations, db.feedback)
     stored = db.generations.get("g1")
     assert stored is not None and stored.prompt == prompt
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        "not json",
-        "{}",
-        '{"type": "feedback", "feedback_id": "f", "generation_id": "g", "reward": 7,'
-        ' "raw_value": "x", "created_at": "2026-11-26T10:00:00Z"}',
-        '{"type": "vote"}',
-    ],
-)
-def test_a_message_that_is_not_an_event_is_refused_with_a_reason(body: str) -> None:
-    with pytest.raises(MalformedEvent, match="not a generation, feedback or generation_failed"):
-        parse_event(body)

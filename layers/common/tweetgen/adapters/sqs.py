@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from tweetgen.adapters import aws
-from tweetgen.domain.serving import FeedbackEvent, GenerationEvent
-from tweetgen.services.serving import QueueError, QueueEvent
+from tweetgen.domain.events import FeedbackEvent, GenerationEvent, QueueEvent, encode_event
+from tweetgen.services.serving import QueueError
 
 __all__ = ["MAX_BATCH", "SqsEventQueue"]
 
@@ -51,7 +51,7 @@ class SqsEventQueue:
         entries = [
             {
                 "Id": str(index),
-                "MessageBody": event.model_dump_json(),
+                "MessageBody": encode_event(event),
                 "MessageAttributes": {
                     "type": {"DataType": "String", "StringValue": event.type},
                     "event_id": {"DataType": "String", "StringValue": _event_id(event)},

@@ -23,24 +23,20 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints
 
 from tweetgen.domain.aggregation import POSITIVE_REWARD
+from tweetgen.domain.events import MAX_PROMPT_CHARS, USER_ID_PATTERN
 
 __all__ = [
-    "MAX_FAILURE_REASON_CHARS",
     "MAX_PROMPT_CHARS",
     "POSITIVE_REWARD",
     "USER_ID_PATTERN",
     "AssignmentError",
-    "FeedbackEvent",
     "FeedbackRequest",
     "GenerateRequest",
-    "GenerationEvent",
-    "GenerationFailedEvent",
     "GenerationIds",
     "ServingLimits",
     "assign_variant",
@@ -49,17 +45,11 @@ __all__ = [
     "unit_interval",
 ]
 
-#: What a failure event keeps of the endpoint's error message.
-MAX_FAILURE_REASON_CHARS = 1000
-#: A prompt is the start of a tweet.
-MAX_PROMPT_CHARS = 280
 #: The highest ``max_new_tokens`` a deployment may allow (``MAX_NEW_TOKENS`` picks one below).
 MAX_NEW_TOKENS_CEILING = 256
 DEFAULT_MAX_NEW_TOKENS_CAP = 64
 MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 1000
-USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 
@@ -233,52 +223,3 @@ class GenerationIds:
         if not hmac.compare_digest(signature, self._signature(token, variant)):
             return None
         return variant
-
-
-# --------------------------------------------------------------------------- queue events
-
-EventId = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
-
-
-class GenerationEvent(_Strict):
-    """What the generate function queues for the recorder: one served generation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-    type: Literal["generation"] = "generation"
-    generation_id: EventId
-    user_id: UserId
-    variant: Annotated[str, StringConstraints(min_length=1, max_length=63)]
-    model_version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    prompt: Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)]
-    text: str
-    parameters: dict[str, Any]
-    latency_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    created_at: datetime
-
-
-class FeedbackEvent(_Strict):
-    """What the feedback function queues: one user's reward for one generation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-    type: Literal["feedback"] = "feedback"
-    feedback_id: EventId
-    generation_id: EventId
-    reward: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-    raw_value: Annotated[str, StringConstraints(max_length=32)]
-    user_id: UserId | None = None
-    created_at: datetime
-
-
-class GenerationFailedEvent(_Strict):
-    """What the generate function queues when the endpoint failed a request: which variant
-    the request was routed to and why it failed, so the experiment can count error rates."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-    type: Literal["generation_failed"] = "generation_failed"
-    failure_id: EventId
-    variant: Annotated[str, StringConstraints(min_length=1, max_length=63)]
-    reason: Annotated[str, StringConstraints(max_length=MAX_FAILURE_REASON_CHARS)]
-    created_at: datetime

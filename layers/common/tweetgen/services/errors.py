@@ -14,7 +14,6 @@ __all__ = [
     "DATABASE_UNREACHABLE",
     "MODEL_REFUSAL_PREFIX",
     "EndpointError",
-    "MalformedEvent",
     "ModelRefusedRequest",
     "QueueError",
     "RequestRejected",
@@ -99,10 +98,6 @@ class ServiceUnavailable(ServiceError):
 
 class QueueError(ServiceUnavailable):
     """The event could not be queued: the request is refused rather than lost."""
-
-
-class MalformedEvent(ValueError):
-    """A queued message that is not an event of this service."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Use cases of the serving API: generate, take feedback, record events, read them back.
+"""Use cases of the serving API: generate, take feedback, read generations back.
 
 The handlers only parse and shape; everything a request means happens here, against ports
 (the endpoint, the variants in service, the queue, the database) that adapters implement.
@@ -8,26 +8,26 @@ stack) answers the same way.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pydantic import TypeAdapter, ValidationError
-
-from tweetgen.domain.serving import (
+from tweetgen.domain.events import (
     MAX_FAILURE_REASON_CHARS,
-    AssignmentError,
     FeedbackEvent,
-    FeedbackRequest,
-    GenerateRequest,
     GenerationEvent,
     GenerationFailedEvent,
+    QueueEvent,
+)
+from tweetgen.domain.serving import (
+    AssignmentError,
+    FeedbackRequest,
+    GenerateRequest,
     GenerationIds,
     ServingLimits,
     assign_variant,
@@ -36,7 +36,6 @@ from tweetgen.domain.serving import (
 )
 from tweetgen.services.errors import (
     EndpointError,
-    MalformedEvent,
     ModelRefusedRequest,
     QueueError,
     RequestRejected,
@@ -52,7 +51,6 @@ __all__ = [
     "FeedbackAccepted",
     "FeedbackService",
     "GenerationService",
-    "MalformedEvent",
     "ModelRefusedRequest",
     "QueueError",
     "QueueEvent",
@@ -62,10 +60,6 @@ __all__ = [
     "ServiceUnavailable",
     "ServingVariant",
     "UnknownGeneration",
-    "event_fields",
-    "parse_event",
-    "record_event",
-    "record_events",
 ]
 
 logger = logging.getLogger(__name__)
@@ -311,85 +305,3 @@ class FeedbackService:
         )
         self.queue.send([event])
         return FeedbackAccepted(event.feedback_id, generation_id, variant, reward)
-
-
-# --------------------------------------------------------------------------- recorder
-
-QueueEvent = GenerationEvent | FeedbackEvent | GenerationFailedEvent
-
-
-@functools.cache
-def _event_adapter() -> TypeAdapter[QueueEvent]:
-    """Built on first use: only the recorder parses events, and building costs a cold start."""
-    return TypeAdapter[QueueEvent](QueueEvent)
-
-
-def parse_event(body: str | bytes) -> QueueEvent:
-    """One queued message as an event; :class:`MalformedEvent` says what is wrong with it."""
-    try:
-        return _event_adapter().validate_json(body)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-            for error in exc.errors(include_url=False)[:5]
-        )
-        raise MalformedEvent(
-            f"not a generation, feedback or generation_failed event: {problems}"
-        ) from None
-
-
-class EventWriter(Protocol):
-    """A repository that stores events idempotently, many in one transaction."""
-
-    def record_many(self, rows: Sequence[Mapping[str, Any]]) -> set[str]: ...
-
-
-def event_fields(event: QueueEvent) -> dict[str, Any]:
-    """The repository's keyword arguments for ``event``."""
-    return event.model_dump(exclude={"type"})
-
-
-def _failures_writer(failures: EventWriter | None) -> EventWriter:
-    if failures is None:
-        raise ValueError(
-            "a generation_failed event needs a failures writer (Database.failures): "
-            "pass failures= to record_event(s)"
-        )
-    return failures
-
-
-def record_event(
-    event: QueueEvent,
-    generations: EventWriter,
-    feedback: EventWriter,
-    failures: EventWriter | None = None,
-) -> bool:
-    """Write one event idempotently; True when it is new, False for a redelivery."""
-    writer: EventWriter
-    if isinstance(event, GenerationEvent):
-        writer = generations
-    elif isinstance(event, FeedbackEvent):
-        writer = feedback
-    else:
-        writer = _failures_writer(failures)
-    return bool(writer.record_many([event_fields(event)]))
-
-
-def record_events(
-    events: Sequence[QueueEvent],
-    generations: EventWriter,
-    feedback: EventWriter,
-    failures: EventWriter | None = None,
-) -> set[str]:
-    """Write a batch in one transaction per kind; returns the ids of the events that were new."""
-    generated = [event_fields(e) for e in events if isinstance(e, GenerationEvent)]
-    rated = [event_fields(e) for e in events if isinstance(e, FeedbackEvent)]
-    failed = [event_fields(e) for e in events if isinstance(e, GenerationFailedEvent)]
-    new: set[str] = set()
-    if generated:
-        new |= generations.record_many(generated)
-    if rated:
-        new |= feedback.record_many(rated)
-    if failed:
-        new |= _failures_writer(failures).record_many(failed)
-    return new
