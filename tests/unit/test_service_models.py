@@ -1,10 +1,12 @@
-"""The layer's cut-down SageMaker model (tweetgen.adapters.aws): current, complete, equivalent."""
+"""The layer's cut-down SageMaker and S3 models (tweetgen.adapters.aws): current, complete,
+equivalent."""
 
 from __future__ import annotations
 
 import ast
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -13,6 +15,7 @@ from botocore import xform_name
 from botocore.exceptions import ClientError
 from botocore.loaders import Loader
 from tweetgen.adapters import aws as clients
+from tweetgen.adapters.s3 import ArtifactStore
 from tweetgen.adapters.sagemaker import SageMakerEndpoints
 
 from tests.conftest import REPO_ROOT
@@ -183,3 +186,45 @@ def test_other_services_keep_botocore_s_whole_model() -> None:
         "CreateEndpoint"
         in boto3.client("sagemaker", region_name=REGION).meta.service_model.operation_names
     )
+
+
+def test_the_artifact_store_calls_only_what_the_carried_s3_model_has() -> None:
+    methods = {xform_name(name) for name in clients.TRIMMED_OPERATIONS["s3"]}
+    source = (REPO_ROOT / "layers/common/tweetgen/adapters/s3.py").read_text()
+    called = {
+        call.func.attr
+        for call in ast.walk(ast.parse(source))
+        if isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and isinstance(call.func.value, ast.Attribute)
+        and call.func.value.attr == "_client"
+    }
+    # upload_file is boto3's transfer manager: PutObject, or the multipart operations.
+    assert {"get_object", "head_object", "upload_file"} <= called
+    assert called - {"upload_file"} <= methods, called - methods
+
+
+@pytest.mark.usefixtures("aws")
+def test_the_adapters_s3_client_uploads_whole_and_multipart_and_streams_back(
+    tmp_path: Path,
+) -> None:
+    s3 = boto3.client("s3", region_name=REGION)  # botocore's whole model
+    s3.create_bucket(Bucket="artifacts")
+    carried = clients.client("s3", region_name=REGION)
+    assert sorted(carried.meta.service_model.operation_names) == sorted(
+        clients.TRIMMED_OPERATIONS["s3"]
+    )
+    store = ArtifactStore(carried)
+    small, large = tmp_path / "small.tar.gz", tmp_path / "large.tar.gz"
+    small.write_bytes(b"small artifact")
+    # Over boto3's 8 MiB multipart threshold: created, uploaded in parts, completed.
+    large.write_bytes(bytes(range(256)) * (9 * 4096))
+    for path in (small, large):
+        stored = store.upload(path, "artifacts", f"models/lstm/v1/{path.name}")
+        head = _answer(s3.head_object(Bucket="artifacts", Key=stored.key))
+        assert stored.etag == head["ETag"].strip('"')
+        assert ("-" in stored.etag) is (path is large)  # a multipart upload's ETag
+        assert store.open("artifacts", stored.key).read() == path.read_bytes()
+    with pytest.raises(ClientError) as missing:
+        carried.head_object(Bucket="artifacts", Key="missing")
+    assert missing.value.response["Error"]["Code"] == "404"
