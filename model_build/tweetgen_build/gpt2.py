@@ -22,6 +22,7 @@ from tweetgen_build.generation import (
     left_pad_positions,
     sampling_head,
     widen_logits,
+    with_bias,
 )
 from tweetgen_build.tokenizer import EOS_ID
 
@@ -362,8 +363,8 @@ class GPT2Serving(GeneratorServing):
         """
         if not self.widen_head:
             return ()
-        rows, bias = sampling_head(self._table(), vocab_axis=0)
-        return tf.cond(batch > 1, lambda: tf.transpose(rows), lambda: rows), bias
+        rows, *bias = sampling_head(self._table(), vocab_axis=0)
+        return (tf.cond(batch > 1, lambda: tf.transpose(rows), lambda: rows), *bias)
 
     def _head_logits(self, hidden: tf.Tensor, decoding: _Decoding) -> tf.Tensor:
         """Logits of hidden states [batch, d]: widened to whole sampler blocks where the
@@ -371,14 +372,15 @@ class GPT2Serving(GeneratorServing):
         head = decoding.head
         if not head:
             return _vocab_head(hidden, decoding.table)
-        weights, bias = head
-        # The bias outside the branches: fused into MatMul, oneDNN runs one row slower.
+        weights = head[0]
+        # The bias (where widening gave one) outside the branches: fused into MatMul, oneDNN
+        # runs one row slower.
         product = tf.cond(
             tf.shape(hidden)[0] > 1,
             lambda: tf.matmul(hidden, weights),
             lambda: tf.matmul(hidden, weights, transpose_b=True),
         )
-        return tf.nn.bias_add(product, bias)
+        return with_bias(product, head)
 
     def _decoding(self, attention_mask: tf.Tensor, slots: tf.Tensor) -> _Decoding:
         """The request's constants for every decoding step (see ``_Decoding``)."""

@@ -413,6 +413,29 @@ def test_a_vocabulary_of_whole_blocks_samples_from_the_head_as_it_is(
     assert len(kernel_pads) == copies
 
 
+def _bias_adds(module: Any) -> int:
+    """BiasAdd operations in the module's generate graph, its loop's functions included."""
+    graph = module.generate.get_concrete_function().graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return sum(node.op == "BiasAdd" for node in nodes)
+
+
+def test_a_gpt2_vocabulary_of_whole_blocks_adds_no_bias_to_its_logits() -> None:
+    """The tied table has no bias: only a widened head (300 ids) gets one, of -inf past them."""
+    import keras
+    from tweetgen_build.gpt2 import GPT2Serving, GPT2Settings, build_gpt2
+
+    counts = {}
+    for vocab in (320, 300):
+        keras.utils.set_random_seed(5)
+        model = build_gpt2(
+            GPT2Settings(vocab_size=vocab, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+        )
+        counts[vocab] = _bias_adds(GPT2Serving(model, eos_id=0))
+    # One head in the prompt's pass and one in the decoding step.
+    assert counts[300] - counts[320] == 2
+
+
 def test_gpt2_tables_above_the_limit_decode_unwidened_to_the_same_tokens(
     random_gpt2: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
