@@ -17,8 +17,8 @@ def test_a_handlers_libraries_are_replayed_without_its_own_modules(tmp_path: Pat
     (layer / "python" / "tweetgen" / "__init__.py").write_text("")
     (layer / "python" / "tweetgen" / "part.py").write_text("import decimal\n")
 
-    ms, loaded = deployed_import(function, layer, function)
-    assert ms > 0
+    ms, loaded, failed = deployed_import(function, layer, function)
+    assert ms > 0 and failed == []
     assert {"app", "helper", "tweetgen", "tweetgen.part", "csv", "fractions", "decimal"} <= set(
         loaded
     )
@@ -28,6 +28,7 @@ def test_a_handlers_libraries_are_replayed_without_its_own_modules(tmp_path: Pat
     # In load order: the handler imported csv before the layer's decimal.
     assert libraries.index("csv") < libraries.index("decimal")
 
-    _, replayed = deployed_import(function, layer, function, libraries)
+    _, replayed, failed = deployed_import(function, layer, function, [*libraries, "no_such_lib"])
     assert {"csv", "fractions", "decimal"} <= set(replayed)
     assert not {"app", "helper", "tweetgen", "tweetgen.part"} & set(replayed)
+    assert failed == ["no_such_lib"]  # said, not hidden: the floor would be lower by it

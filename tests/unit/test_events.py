@@ -96,6 +96,12 @@ def test_messages_queued_before_the_change_still_parse(created_at: str) -> None:
         (feedback(reward=1.5), "<= 1.0"),
         (feedback(user_id="u1\n"), "user_id"),
         (generation(generation_id="a b"), "generation_id"),
+        (generation(created_at=AT.replace(tzinfo=None)), "timezone"),
+        (
+            GenerationFailedEvent(failure_id="x", variant="v", reason="\ud800", created_at=AT),
+            "utf-8",
+        ),
+        (generation(parameters={"seed": object()}), "Encoding objects of type object"),
     ],
 )
 def test_an_event_no_recorder_would_take_is_refused_before_it_is_queued(

@@ -228,3 +228,16 @@ def test_the_adapters_s3_client_uploads_whole_and_multipart_and_streams_back(
     with pytest.raises(ClientError) as missing:
         carried.head_object(Bucket="artifacts", Key="missing")
     assert missing.value.response["Error"]["Code"] == "404"
+
+
+@pytest.mark.usefixtures("aws")
+def test_botocore_can_ask_the_carried_s3_client_for_a_buckets_region() -> None:
+    # What botocore does after a request reached the wrong region without being told the
+    # right one: it asks the bucket (HeadBucket) through the same client.
+    from botocore.utils import S3RegionRedirectorv2
+
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket="artifacts")
+    carried = clients.client("s3", region_name=REGION)
+    redirector = S3RegionRedirectorv2(None, carried)
+    response: tuple[None, dict[str, Any]] = (None, {"ResponseMetadata": {"HTTPHeaders": {}}})
+    assert redirector.get_bucket_region("artifacts", response) == REGION

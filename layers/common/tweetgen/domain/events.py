@@ -47,6 +47,9 @@ def _whole(pattern: str) -> str:
 EventId = Annotated[str, msgspec.Meta(pattern=_whole(ID_PATTERN))]
 UserId = Annotated[str, msgspec.Meta(pattern=_whole(USER_ID_PATTERN))]
 VariantName = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+# The database stores times in UTC: a time without its offset would reach the recorder only to
+# be refused there, and come back until the dead-letter queue took it.
+Moment = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 # Each event repeats its base's frozen and kw_only: type checkers read a Struct's options as a
@@ -71,7 +74,7 @@ class GenerationEvent(_Event, tag="generation", frozen=True, kw_only=True):
     text: str
     parameters: dict[str, Any]
     latency_ms: Annotated[float, msgspec.Meta(ge=0)]
-    created_at: datetime
+    created_at: Moment
 
 
 class FeedbackEvent(_Event, tag="feedback", frozen=True, kw_only=True):
@@ -82,7 +85,7 @@ class FeedbackEvent(_Event, tag="feedback", frozen=True, kw_only=True):
     reward: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
     raw_value: Annotated[str, msgspec.Meta(max_length=32)]
     user_id: UserId | None = None
-    created_at: datetime
+    created_at: Moment
 
 
 class GenerationFailedEvent(_Event, tag="generation_failed", frozen=True, kw_only=True):
@@ -92,7 +95,7 @@ class GenerationFailedEvent(_Event, tag="generation_failed", frozen=True, kw_onl
     failure_id: EventId
     variant: VariantName
     reason: Annotated[str, msgspec.Meta(max_length=MAX_FAILURE_REASON_CHARS)]
-    created_at: datetime
+    created_at: Moment
 
 
 QueueEvent = GenerationEvent | FeedbackEvent | GenerationFailedEvent
@@ -120,10 +123,16 @@ def encode_event(event: QueueEvent) -> str:
     """The event's JSON for the queue, checked as the recorder will check it.
 
     A value no event allows (a prompt over the bound, a negative latency, a reward that is not
-    finite: JSON has no NaN, so it would be written as null) raises :class:`MalformedEvent`
-    here, in the function that built it, rather than in the recorder after it was accepted.
+    finite: JSON has no NaN, so it would be written as null; a time without its offset; text
+    with a lone surrogate; a parameter JSON cannot hold) raises :class:`MalformedEvent` here,
+    in the function that built it, rather than in the recorder after it was accepted.
     """
-    body = _ENCODER.encode(event)
+    try:
+        body = _ENCODER.encode(event)
+    except (TypeError, ValueError) as exc:  # a value JSON cannot hold, text that is not Unicode
+        raise MalformedEvent(
+            f"not a generation, feedback or generation_failed event: {exc}"
+        ) from None
     parse_event(body)
     return body.decode()
 
