@@ -2,7 +2,7 @@
 
 The local stack runs moto instead of AWS, either in-process (``mock_aws``) or as a
 ``ThreadedMotoServer`` in the same process. Both share moto's backend objects, so patching
-moto's classes in this process serves both. Four gaps are filled, and nothing else:
+moto's classes in this process serves both. Five gaps are filled, and nothing else:
 
 1. SageMaker ``UpdateEndpoint`` does not exist in moto, endpoints are ``InService`` the moment
    they are created, and a second endpoint with the same name silently replaces the first.
@@ -23,6 +23,9 @@ moto's classes in this process serves both. Four gaps are filled, and nothing el
    costs a pass over the whole queue, so a receive of 10 from a queue of 1,000 messages took
    1.5 s on 2 cores, and a backlog (feedback queued while the database is down) drained at
    10 messages a second. Here the check reads the retention period alone; same answer.
+5. S3 ``CopyObject`` ignores ``x-amz-copy-source-if-match`` and copies whatever the source is
+   now. Here a source whose ETag is not the one named fails with 412 ``PreconditionFailed``,
+   as S3 answers (the rollout copies what it validated only while the object is unchanged).
 
 The patches reach into moto's internals, so :func:`install` refuses any moto but 5.2.5.
 """
@@ -202,6 +205,7 @@ def _check_moto_version() -> None:
 def _patches() -> list[tuple[Any, str, Any]]:
     """(owner, attribute, new value) for every change, the originals captured by closures."""
     from moto.events.models import Rule
+    from moto.s3.responses import S3Response
     from moto.sagemaker.models import SageMakerModelBackend
     from moto.sagemaker.responses import SageMakerResponse
     from moto.sqs.models import SQSBackend
@@ -226,6 +230,7 @@ def _patches() -> list[tuple[Any, str, Any]]:
             _wrap_invoke_lambda(lambda_eval_utils._invoke_lambda_function),
         ),
         (SQSBackend, "is_message_valid_based_on_retention_period", _within_retention),
+        (S3Response, "copy_object", _wrap_copy_object(S3Response.copy_object)),
     ]
 
 
@@ -659,3 +664,29 @@ def _within_retention(backend: Any, queue_name: str, message: Any) -> bool:
     queue = backend.get_queue(queue_name)
     retain_until = int(queue.message_retention_period) + message.sent_timestamp / 1000
     return bool(retain_until > unix_time())
+
+
+# ------------------------------------------------------------------ 5. S3 conditional copy
+
+
+def _wrap_copy_object(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def copy_object(self: Any) -> Any:
+        """Refuse the copy (412) when the source's ETag is not the one If-Match names."""
+        from urllib.parse import parse_qs, unquote, urlparse
+
+        from moto.s3.exceptions import PreconditionFailed
+
+        wanted = self.headers.get("x-amz-copy-source-if-match")
+        if wanted is not None:
+            source = self.headers.get("x-amz-copy-source")
+            if isinstance(source, bytes):
+                source = source.decode("utf-8")
+            parsed = urlparse(source)
+            bucket, key = unquote(parsed.path).lstrip("/").split("/", 1)
+            version_id = parse_qs(parsed.query).get("versionId", [None])[0]
+            current = self.backend.get_object(bucket, key, version_id=version_id)
+            if current is not None and wanted.strip('"') != current.etag.strip('"'):
+                raise PreconditionFailed(failed_condition="x-amz-copy-source-If-Match")
+        return original(self)
+
+    return copy_object

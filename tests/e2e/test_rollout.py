@@ -282,6 +282,8 @@ def test_each_variant_rolls_out_and_then_serves_that_version(
         assert version is not None and version.offline_metrics
         # The model carries its version and the template's TensorFlow Serving thread settings.
         container = rollouts.sagemaker.describe_model(ModelName=f"tweetgen-{variant}-v1")
+        validated = f"s3://{rollouts.bucket}/validated/{variant}/v1/model.tar.gz"
+        assert container["PrimaryContainer"]["ModelDataUrl"] == validated
         environment = container["PrimaryContainer"]["Environment"]
         assert environment == {
             "TWEETGEN_VARIANT": variant,
@@ -388,6 +390,32 @@ def test_uploading_the_same_key_again_changes_nothing(
     assert outcome.output["status"] == "unchanged"
     assert "UpdateEndpoint" not in outcome.states and "SmokeTest" in outcome.states
     assert rollouts.endpoint() == before
+
+
+def test_other_bytes_under_a_version_already_out_never_reach_its_model(
+    rollouts: Rollouts, serving: dict[str, Outcome], artifacts: dict[str, bytes]
+) -> None:
+    good = artifacts["lstm"]
+    other = _pack(_members(good))  # the same files, packed again: valid, other bytes
+    assert other != good
+    before = rollouts.endpoint()
+
+    outcome = rollouts.roll_out(other, "models/lstm/v1/model.tar.gz")
+
+    assert outcome.status == "FAILED" and outcome.error == "ArtifactRejected"
+    assert "validated before with other bytes" in outcome.cause
+    assert "CreateModel" not in outcome.states
+    assert rollouts.endpoint() == before
+    # The version's model still loads the bytes validated when it was rolled out.
+    model = rollouts.sagemaker.describe_model(ModelName="tweetgen-lstm-v1")
+    assert model["PrimaryContainer"]["ModelDataUrl"].endswith("/validated/lstm/v1/model.tar.gz")
+    copy = rollouts.s3.get_object(Bucket=rollouts.bucket, Key="validated/lstm/v1/model.tar.gz")
+    assert copy["Body"].read() == good
+    invoked, _ = rollouts.generate("lstm")
+    assert invoked == "lstm"
+    # The bytes that are out, uploaded again, are a rollout that changes nothing.
+    again = rollouts.roll_out(good, "models/lstm/v1/model.tar.gz")
+    assert again.status == "SUCCEEDED" and again.output["status"] == "unchanged", again.cause
 
 
 def test_two_uploads_at_once_roll_out_one_after_the_other(

@@ -734,6 +734,25 @@ def test_messages_past_the_retention_period_are_still_not_received(aws: None) ->
     assert sorted(received) == [f"m{i}" for i in range(6)]
 
 
+def test_a_copy_only_while_the_source_has_the_etag_named(aws: None) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="artifacts")
+    etag = s3.put_object(Bucket="artifacts", Key="src", Body=b"one")["ETag"]
+    source = {"Bucket": "artifacts", "Key": "src"}
+
+    s3.copy_object(Bucket="artifacts", Key="a", CopySource=source, CopySourceIfMatch=etag)
+    assert s3.get_object(Bucket="artifacts", Key="a")["Body"].read() == b"one"
+    s3.put_object(Bucket="artifacts", Key="src", Body=b"two")
+    with pytest.raises(ClientError) as raised:
+        s3.copy_object(Bucket="artifacts", Key="b", CopySource=source, CopySourceIfMatch=etag)
+    assert raised.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert "b" not in [o["Key"] for o in s3.list_objects_v2(Bucket="artifacts")["Contents"]]
+
+    moto_gaps.uninstall()  # moto's own copies whatever the source is now
+    s3.copy_object(Bucket="artifacts", Key="b", CopySource=source, CopySourceIfMatch=etag)
+    assert s3.get_object(Bucket="artifacts", Key="b")["Body"].read() == b"two"
+
+
 def test_uninstall_restores_moto(aws: None) -> None:
     from moto.events.models import Rule
     from moto.sagemaker.responses import SageMakerResponse

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -437,6 +438,90 @@ def test_validate_streams_the_object_and_names_the_model(aws: None) -> None:
     assert artifact["s3_uri"] == f"s3://{BUCKET}/models/lstm/v1.2/model.tar.gz"
     assert artifact["model_name"] == model_name("tweetgen", "lstm", "v1.2")
     assert artifact["metadata"]["metrics"]["test_perplexity"] == 85.2
+    # What passed is copied once; the model is created from the copy.
+    assert artifact["model_data_url"] == f"s3://{BUCKET}/validated/lstm/v1.2/model.tar.gz"
+    assert artifact["sha256"] == hashlib.sha256(artifact_bytes()).hexdigest()
+    copy = s3.get_object(Bucket=BUCKET, Key="validated/lstm/v1.2/model.tar.gz")
+    assert copy["Body"].read() == artifact_bytes()
+    assert copy["Metadata"] == {"sha256": artifact["sha256"]}
+
+
+def _versioned_bucket() -> Any:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return s3
+
+
+def _validate(s3: Any, key: str = "models/lstm/v1/model.tar.gz", **kw: Any) -> dict[str, Any]:
+    return validate_upload(
+        BUCKET, key, source=kw.get("source", ArtifactStore(s3)), settings=SETTINGS
+    )
+
+
+def test_a_version_uploaded_again_with_other_bytes_never_reaches_its_model(aws: None) -> None:
+    s3 = _versioned_bucket()
+    first = artifact_bytes()
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v1/model.tar.gz", Body=first)
+    pinned = _validate(s3)["model_data_url"]
+
+    # The same bytes again (a rollout repeated) go through, to the same copy.
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v1/model.tar.gz", Body=first)
+    assert _validate(s3)["model_data_url"] == pinned
+
+    # Other bytes, valid ones, under the same version: refused, and the copy is untouched.
+    other = artifact_bytes(good_files(**{"code/requirements.txt": b"tokenizers\n"}))
+    assert other != first
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v1/model.tar.gz", Body=other)
+    with pytest.raises(ArtifactRejected) as raised:
+        _validate(s3)
+    message = str(raised.value)
+    assert "validated before with other bytes" in message
+    assert f"sha256 {hashlib.sha256(first).hexdigest()[:12]}" in message
+    assert f"this upload {hashlib.sha256(other).hexdigest()[:12]}" in message
+    assert "upload these bytes under a new version" in message
+    copy = s3.get_object(Bucket=BUCKET, Key="validated/lstm/v1/model.tar.gz")["Body"].read()
+    assert copy == first
+    # Under a new version they pass.
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v2/model.tar.gz", Body=other)
+    assert (
+        _validate(s3, "models/lstm/v2/model.tar.gz")["sha256"] == hashlib.sha256(other).hexdigest()
+    )
+
+
+class _OverwrittenWhileValidating(ArtifactStore):
+    """The S3 edge of a race: another upload lands between the read and the copy."""
+
+    def __init__(self, client: Any, body: bytes) -> None:
+        super().__init__(client)
+        self.body = body
+
+    def pinned_digest(self, bucket: str, key: str) -> str | None:
+        self._client.put_object(Bucket=bucket, Key="models/lstm/v1/model.tar.gz", Body=self.body)
+        return super().pinned_digest(bucket, key)
+
+
+def test_the_copy_is_the_version_that_was_validated(aws: None) -> None:
+    s3 = _versioned_bucket()
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v1/model.tar.gz", Body=artifact_bytes())
+    late = b"not an artifact"
+
+    artifact = _validate(s3, source=_OverwrittenWhileValidating(s3, late))
+
+    copy = s3.get_object(Bucket=BUCKET, Key="validated/lstm/v1/model.tar.gz")["Body"].read()
+    assert copy == artifact_bytes()
+    assert artifact["sha256"] == hashlib.sha256(copy).hexdigest()
+
+
+def test_without_versions_an_object_replaced_while_validated_is_not_copied(aws: None) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v1/model.tar.gz", Body=artifact_bytes())
+
+    with pytest.raises(ArtifactRejected, match="was replaced while it was validated"):
+        _validate(s3, source=_OverwrittenWhileValidating(s3, b"not an artifact"))
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="validated/")
+    assert listed["KeyCount"] == 0
 
 
 @pytest.mark.parametrize(
@@ -451,8 +536,14 @@ def test_keys_outside_the_convention_are_refused_before_reading(
     aws: None, key: str, message: str
 ) -> None:
     class Unreadable:
-        def open(self, bucket: str, key: str) -> Any:
+        def open_version(self, bucket: str, key: str) -> Any:
             raise AssertionError("the object must not be read")
+
+        def pinned_digest(self, bucket: str, key: str) -> str | None:
+            raise AssertionError("nothing must be looked up")
+
+        def pin(self, source: Any, key: str, digest: str) -> None:
+            raise AssertionError("nothing must be copied")
 
     with pytest.raises(InvalidModelKey, match=message):
         validate_upload(BUCKET, key, source=Unreadable(), settings=SETTINGS)

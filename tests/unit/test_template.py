@@ -503,7 +503,10 @@ def test_the_endpoint_role_reads_only_the_models_and_training_only_its_prefixes(
         }
 
     assert s3_grants("SageMakerExecutionRole") == {
-        "s3:GetObject": {"Fn::Sub": "${ArtifactBucket.Arn}/models/*"}
+        "s3:GetObject": [
+            {"Fn::Sub": "${ArtifactBucket.Arn}/validated/*"},
+            {"Fn::Sub": "${ArtifactBucket.Arn}/models/*"},
+        ]
     }
     training = s3_grants("SageMakerTrainingRole")
     assert training["s3:PutObject"] == {"Fn::Sub": "${ArtifactBucket.Arn}/training-jobs/*"}
@@ -513,6 +516,28 @@ def test_the_endpoint_role_reads_only_the_models_and_training_only_its_prefixes(
     assert outputs["TrainingDataUri"]["Value"] == {
         "Fn::Sub": "s3://${ArtifactBucket}/training-data/"
     }
+
+
+def test_only_the_validate_function_writes_the_validated_copies(stack: Template) -> None:
+    validated = {"Fn::Sub": "${ArtifactBucket.Arn}/validated/*"}
+    policy = stack.resources["ArtifactBucketPolicy"].properties["PolicyDocument"]
+    (deny,) = [s for s in policy["Statement"] if s.get("Resource") == validated]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert deny["Action"] == "s3:PutObject"
+    assert deny["Condition"] == {
+        "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["RolloutValidateFunctionRole", "Arn"]}}
+    }
+    grants = {
+        action: statement["Resource"]
+        for statement in _statements(stack.function("RolloutValidateFunction").properties)
+        for action in _listed(statement["Action"])
+        if statement["Resource"] == validated
+    }
+    assert grants == {"s3:GetObject": validated, "s3:PutObject": validated}
+    # The endpoint reads the copies; the state machine creates models from them.
+    definition = json.loads(Path("statemachines/rollout.asl.json").read_text(encoding="utf-8"))
+    container = definition["States"]["CreateModel"]["Parameters"]["PrimaryContainer"]
+    assert container["ModelDataUrl.$"] == "$.artifact.model_data_url"
 
 
 def test_the_database_functions_run_in_the_private_subnets(stack: Template) -> None:
@@ -633,7 +658,8 @@ def test_the_artifact_bucket_is_private_encrypted_versioned_tls_only(stack: Temp
     assert set(bucket["PublicAccessBlockConfiguration"].values()) == {True}
     rules = {rule["Id"]: rule for rule in bucket["LifecycleConfiguration"]["Rules"]}
     assert rules["expire-old-artifact-versions"]["NoncurrentVersionExpiration"]
-    (statement,) = stack.resources["ArtifactBucketPolicy"].properties["PolicyDocument"]["Statement"]
+    statements = stack.resources["ArtifactBucketPolicy"].properties["PolicyDocument"]["Statement"]
+    (statement,) = [s for s in statements if s["Sid"] == "DenyInsecureTransport"]
     assert statement["Effect"] == "Deny" and statement["Action"] == "s3:*"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 

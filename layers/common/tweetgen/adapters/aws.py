@@ -37,12 +37,14 @@ TRIMMED_OPERATIONS: dict[str, tuple[str, ...]] = {
         "DescribeModel",
         "UpdateEndpointWeightsAndCapacities",
     ),
-    # The artifact store: the validator streams an object; uploads go whole or multipart.
+    # The artifact store: the validator streams an object and copies what passed; uploads go
+    # whole or multipart.
     # HeadBucket and CreateSession are botocore's own calls: it asks a bucket's region when a
     # request went to the wrong one, and opens a session for a directory bucket.
     "s3": (
         "AbortMultipartUpload",
         "CompleteMultipartUpload",
+        "CopyObject",
         "CreateMultipartUpload",
         "CreateSession",
         "GetObject",

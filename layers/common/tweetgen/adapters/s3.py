@@ -1,4 +1,4 @@
-"""Model artifacts in S3 through boto3: read one as a stream, upload one."""
+"""Model artifacts in S3 through boto3: read one as a stream, upload one, keep a validated copy."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from tweetgen.adapters import aws
 from tweetgen.domain.artifact import ReadableStream
+from tweetgen.domain.model_key import ObjectChanged, ObjectVersion
 
-__all__ = ["ArtifactStore", "StoredArtifact"]
+__all__ = ["DIGEST_METADATA", "ArtifactStore", "StoredArtifact"]
+
+# The user metadata entry (x-amz-meta-sha256) of a validated copy: the SHA-256 of its bytes.
+DIGEST_METADATA = "sha256"
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,55 @@ class ArtifactStore:
 
     def open(self, bucket: str, key: str) -> ReadableStream:
         """The object's body, read as it downloads (never seeked, never held whole)."""
-        body: ReadableStream = self._client.get_object(Bucket=bucket, Key=key)["Body"]
-        return body
+        return self.open_version(bucket, key)[0]
+
+    def open_version(self, bucket: str, key: str) -> tuple[ReadableStream, ObjectVersion]:
+        """The object's body (see ``open``) and which version of it that body is."""
+        response = self._client.get_object(Bucket=bucket, Key=key)
+        version = ObjectVersion(
+            bucket=bucket,
+            key=key,
+            version_id=response.get("VersionId"),
+            etag=str(response.get("ETag", "")).strip('"'),
+        )
+        return response["Body"], version
+
+    def pinned_digest(self, bucket: str, key: str) -> str | None:
+        """The SHA-256 recorded on the validated copy at ``key`` ('' if it has none), or None
+        when there is no such copy."""
+        try:
+            head = self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return str((head.get("Metadata") or {}).get(DIGEST_METADATA, ""))
+
+    def pin(self, source: ObjectVersion, key: str, digest: str) -> None:
+        """Copy exactly the version that was read to ``key`` (same bucket), its digest beside it.
+
+        By version id where the bucket keeps versions; otherwise only while the object still has
+        the ETag that was read: ``ObjectChanged`` if it is no longer that.
+        """
+        copy_source = {"Bucket": source.bucket, "Key": source.key}
+        condition: dict[str, str] = {}
+        if source.version_id:
+            copy_source["VersionId"] = source.version_id
+        else:
+            condition["CopySourceIfMatch"] = f'"{source.etag}"'
+        try:
+            self._client.copy_object(
+                Bucket=source.bucket,
+                Key=key,
+                CopySource=copy_source,
+                Metadata={DIGEST_METADATA: digest},
+                MetadataDirective="REPLACE",
+                **condition,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"412", "PreconditionFailed"}:
+                raise ObjectChanged(f"s3://{source.bucket}/{source.key} changed") from None
+            raise
 
     def upload(self, path: Path, bucket: str, key: str) -> StoredArtifact:
         """Upload a file (multipart when large) and say which object version it became."""

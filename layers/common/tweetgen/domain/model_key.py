@@ -14,15 +14,22 @@ __all__ = [
     "ARTIFACT_VERSION_PATTERN",
     "MODEL_FILE_NAME",
     "MODEL_KEY_PREFIX",
+    "PINNED_KEY_PREFIX",
     "VARIANT_NAME_MAX_LENGTH",
     "VARIANT_NAME_PATTERN",
     "ModelKey",
+    "ObjectChanged",
+    "ObjectVersion",
     "is_artifact_version",
     "is_variant_name",
     "parse_model_key",
 ]
 
 MODEL_KEY_PREFIX = "models"
+# Where the rollout keeps the bytes it validated, one copy per variant and version, written
+# once: the SageMaker models load these, so an upload under a version that is already out
+# cannot change what its instances load (the bucket policy refuses other writers there).
+PINNED_KEY_PREFIX = "validated"
 MODEL_FILE_NAME = "model.tar.gz"
 
 # SageMaker's production variant name rule (the pattern alone allows long runs of hyphens).
@@ -67,6 +74,25 @@ class ModelKey:
     def key(self) -> str:
         """The S3 object key."""
         return f"{MODEL_KEY_PREFIX}/{self.variant}/{self.version}/{MODEL_FILE_NAME}"
+
+    @property
+    def pinned_key(self) -> str:
+        """The key of the copy that the rollout validated and the version's models load."""
+        return f"{PINNED_KEY_PREFIX}/{self.variant}/{self.version}/{MODEL_FILE_NAME}"
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """The version of an S3 object that was read, so that a copy takes the same bytes."""
+
+    bucket: str
+    key: str
+    version_id: str | None  # None in a bucket that keeps no versions
+    etag: str
+
+
+class ObjectChanged(Exception):
+    """The object is no longer the version that was read (a bucket that keeps no versions)."""
 
 
 def parse_model_key(key: str) -> ModelKey:

@@ -1,11 +1,17 @@
 """The rollout's first task: an uploaded key and its object checked before anything is deployed.
 
+The bytes that pass are copied once to the variant and version's validated key
+(``ModelKey.pinned_key``), and the version's SageMaker model loads that copy: uploading other
+bytes under the same key later changes nothing that SageMaker loads, and such an upload is
+refused with the reason.
+
 Apart from :mod:`tweetgen.services.rollout` because the artifact validator brings pydantic and
 the metadata schema, which only this task needs.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
@@ -17,6 +23,7 @@ from tweetgen.domain.artifact import (
     parse_model_key,
     validate_artifact,
 )
+from tweetgen.domain.model_key import ObjectChanged, ObjectVersion
 from tweetgen.domain.rollout import model_name
 from tweetgen.services.rollout import ArtifactRejected, InvalidModelKey, RolloutSettings
 
@@ -24,7 +31,30 @@ __all__ = ["ArtifactSource", "validate_upload"]
 
 
 class ArtifactSource(Protocol):
-    def open(self, bucket: str, key: str) -> ReadableStream: ...
+    def open_version(self, bucket: str, key: str) -> tuple[ReadableStream, ObjectVersion]: ...
+
+    def pinned_digest(self, bucket: str, key: str) -> str | None: ...
+
+    def pin(self, source: ObjectVersion, key: str, digest: str) -> None: ...
+
+
+class _Digesting:
+    """A stream that hashes what is read through it."""
+
+    def __init__(self, stream: ReadableStream) -> None:
+        self._stream = stream
+        self._hash = hashlib.sha256()
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._stream.read(size)
+        self._hash.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        """The SHA-256 of the whole stream: what the reader left unread is read first."""
+        while self.read(1 << 20):
+            pass
+        return self._hash.hexdigest()
 
 
 def _rejection(key: str, report: ArtifactReport) -> str:
@@ -42,9 +72,11 @@ def validate_upload(
 ) -> dict[str, Any]:
     """Check an uploaded key and stream its object through the artifact validator.
 
-    ``raw_key`` is the key as S3 notifications carry it (URL-encoded). Returns what the rest
-    of the rollout needs: where the artifact is, its variant and version, the SageMaker
-    model name and the artifact's metadata.
+    ``raw_key`` is the key as S3 notifications carry it (URL-encoded). The version read is
+    copied to its validated key unless a copy of the same bytes (by SHA-256) is there already;
+    a copy of other bytes refuses the upload. Returns what the rest of the rollout needs: where
+    the upload is (``s3_uri``) and the copy the model loads (``model_data_url``), the bytes'
+    SHA-256, the variant and version, the SageMaker model name and the artifact's metadata.
     """
     key = unquote_plus(raw_key)
     try:
@@ -57,24 +89,49 @@ def validate_upload(
             f"{settings.endpoint_name} has variants {', '.join(settings.variants)}; upload to "
             f"{MODEL_KEY_PREFIX}/<one of them>/<version>/{MODEL_FILE_NAME}. Nothing was deployed."
         )
+    body, read = source.open_version(bucket, key)
+    stream = _Digesting(body)
     # XLA is allowed where new variants run on GPUs (an existing variant keeps the instance type
     # it was created with, normally the same template parameter).
     report = validate_artifact(
-        source.open(bucket, key),
+        stream,
         expected_variant=model_key.variant,
         allow_xla=settings.new_variant.compiles_xla,
     )
     if not report.ok or report.metadata is None:
         raise ArtifactRejected(_rejection(key, report))
     metadata = report.metadata
+    digest = stream.hexdigest()
+    name = model_name(settings.endpoint_name, model_key.variant, model_key.version)
+    pinned_key = model_key.pinned_key
+    pinned = source.pinned_digest(bucket, pinned_key)
+    if pinned is None:
+        try:
+            source.pin(read, pinned_key, digest)
+        except ObjectChanged:
+            raise ArtifactRejected(
+                f"s3 object {key} was replaced while it was validated (the bucket keeps no"
+                " versions to copy the one validated from). Nothing was deployed; the newer"
+                " upload starts a rollout of its own"
+            ) from None
+    elif pinned != digest:
+        raise ArtifactRejected(
+            f"s3 object {key} is version {model_key.version} of {model_key.variant}, which was"
+            f" validated before with other bytes (sha256 {pinned[:12] or 'unrecorded'}, this"
+            f" upload {digest[:12]}): SageMaker model {name} loads the copy validated then"
+            f" (s3://{bucket}/{pinned_key}). Nothing was deployed; upload these bytes under a"
+            " new version"
+        )
     return {
         "bucket": bucket,
         "key": key,
         "s3_uri": f"s3://{bucket}/{key}",
+        "model_data_url": f"s3://{bucket}/{pinned_key}",
+        "sha256": digest,
         "variant": model_key.variant,
         "version": model_key.version,
         "kind": metadata.kind,
-        "model_name": model_name(settings.endpoint_name, model_key.variant, model_key.version),
+        "model_name": name,
         "metadata": metadata.model_dump(mode="json"),
         "members": report.members,
         "total_bytes": report.total_bytes,
