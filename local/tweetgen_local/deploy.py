@@ -193,10 +193,10 @@ def _check(archive: Path, variant: str) -> str:
 
 
 def _refuse_other_bytes_under_a_deployed_key(target: DeployTarget, key: str, archive: Path) -> None:
-    """A version's key holds one artifact for good: the SageMaker model made from it loads that
-    key whenever it starts an instance, so other bytes there would reach some instances
-    unchecked (and the rollout, finding the version deployed, would change nothing). The same
-    bytes again are fine: that is how an older version is rolled out again."""
+    """A version's key holds one artifact for good: the rollout binds a version to the bytes it
+    validated first (its validated copy) and refuses other bytes under it, so say so before
+    uploading rather than after a failed rollout. The same bytes again are fine: that is how an
+    older version is rolled out again."""
     from botocore.exceptions import ClientError
 
     s3 = target.client("s3")

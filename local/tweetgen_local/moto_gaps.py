@@ -23,9 +23,11 @@ moto's classes in this process serves both. Five gaps are filled, and nothing el
    costs a pass over the whole queue, so a receive of 10 from a queue of 1,000 messages took
    1.5 s on 2 cores, and a backlog (feedback queued while the database is down) drained at
    10 messages a second. Here the check reads the retention period alone; same answer.
-5. S3 ``CopyObject`` ignores ``x-amz-copy-source-if-match`` and copies whatever the source is
-   now. Here a source whose ETag is not the one named fails with 412 ``PreconditionFailed``,
-   as S3 answers (the rollout copies what it validated only while the object is unchanged).
+5. S3 ``CopyObject`` ignores ``x-amz-copy-source-if-match`` and ``If-None-Match: *``, and
+   copies whatever the source is now over whatever is at the destination. Here a source whose
+   ETag is not the one named, or a destination that exists, fails with 412
+   ``PreconditionFailed``, as S3 answers (the rollout copies what it validated only while the
+   object is unchanged, and only where no copy is yet).
 
 The patches reach into moto's internals, so :func:`install` refuses any moto but 5.2.5.
 """
@@ -671,7 +673,8 @@ def _within_retention(backend: Any, queue_name: str, message: Any) -> bool:
 
 def _wrap_copy_object(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def copy_object(self: Any) -> Any:
-        """Refuse the copy (412) when the source's ETag is not the one If-Match names."""
+        """Refuse the copy (412) when the source's ETag is not the one If-Match names, or when
+        ``If-None-Match: *`` finds an object at the destination."""
         from urllib.parse import parse_qs, unquote, urlparse
 
         from moto.s3.exceptions import PreconditionFailed
@@ -687,6 +690,13 @@ def _wrap_copy_object(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
             current = self.backend.get_object(bucket, key, version_id=version_id)
             if current is not None and wanted.strip('"') != current.etag.strip('"'):
                 raise PreconditionFailed(failed_condition="x-amz-copy-source-If-Match")
+        if self.headers.get("If-None-Match") == "*":
+            try:
+                there = self.backend.get_object(self.bucket_name, self.parse_key_name())
+            except Exception:  # moto raises for a key that is missing or deleted
+                there = None
+            if there is not None:
+                raise PreconditionFailed(failed_condition="If-None-Match")
         return original(self)
 
     return copy_object

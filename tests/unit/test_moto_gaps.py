@@ -748,9 +748,18 @@ def test_a_copy_only_while_the_source_has_the_etag_named(aws: None) -> None:
     assert raised.value.response["Error"]["Code"] == "PreconditionFailed"
     assert "b" not in [o["Key"] for o in s3.list_objects_v2(Bucket="artifacts")["Contents"]]
 
-    moto_gaps.uninstall()  # moto's own copies whatever the source is now
+    # If-None-Match: * copies only where nothing is yet.
+    with pytest.raises(ClientError) as raised:
+        s3.copy_object(Bucket="artifacts", Key="a", CopySource=source, IfNoneMatch="*")
+    assert raised.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert s3.get_object(Bucket="artifacts", Key="a")["Body"].read() == b"one"
+    s3.copy_object(Bucket="artifacts", Key="c", CopySource=source, IfNoneMatch="*")
+    assert s3.get_object(Bucket="artifacts", Key="c")["Body"].read() == b"two"
+
+    moto_gaps.uninstall()  # moto's own copies whatever the source is now, over anything
     s3.copy_object(Bucket="artifacts", Key="b", CopySource=source, CopySourceIfMatch=etag)
     assert s3.get_object(Bucket="artifacts", Key="b")["Body"].read() == b"two"
+    s3.copy_object(Bucket="artifacts", Key="c", CopySource=source, IfNoneMatch="*")
 
 
 def test_uninstall_restores_moto(aws: None) -> None:

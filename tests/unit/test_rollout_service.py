@@ -19,6 +19,7 @@ from tweetgen.adapters.rollout_log import JsonLinesRecorder, read_records
 from tweetgen.adapters.s3 import ArtifactStore
 from tweetgen.adapters.sagemaker import InvocationFailed, ModelAnswer, SageMakerEndpoints
 from tweetgen.adapters.stepfunctions import RolloutExecutions, state_machine_arn, steps_from_history
+from tweetgen.domain.model_key import ObjectVersion
 from tweetgen.domain.rollout import (
     EndpointState,
     HostingConflict,
@@ -431,6 +432,7 @@ def test_validate_streams_the_object_and_names_the_model(aws: None) -> None:
         BUCKET,
         "models%2Flstm%2Fv1.2%2Fmodel.tar.gz",  # as S3 notifications encode keys
         source=ArtifactStore(s3),
+        models=_models(),
         settings=SETTINGS,
     )
 
@@ -446,6 +448,10 @@ def test_validate_streams_the_object_and_names_the_model(aws: None) -> None:
     assert copy["Metadata"] == {"sha256": artifact["sha256"]}
 
 
+def _models() -> SageMakerEndpoints:
+    return SageMakerEndpoints(boto3.client("sagemaker", region_name=REGION))
+
+
 def _versioned_bucket() -> Any:
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=BUCKET)
@@ -454,9 +460,8 @@ def _versioned_bucket() -> Any:
 
 
 def _validate(s3: Any, key: str = "models/lstm/v1/model.tar.gz", **kw: Any) -> dict[str, Any]:
-    return validate_upload(
-        BUCKET, key, source=kw.get("source", ArtifactStore(s3)), settings=SETTINGS
-    )
+    source = kw.get("source", ArtifactStore(s3))
+    return validate_upload(BUCKET, key, source=source, models=_models(), settings=SETTINGS)
 
 
 def test_a_version_uploaded_again_with_other_bytes_never_reaches_its_model(aws: None) -> None:
@@ -524,6 +529,60 @@ def test_without_versions_an_object_replaced_while_validated_is_not_copied(aws: 
     assert listed["KeyCount"] == 0
 
 
+class _RacedBy(ArtifactStore):
+    """The S3 edge of a race: another rollout of the same version copies between this one's
+    look for a copy and its own copy."""
+
+    def __init__(self, client: Any, other: bytes) -> None:
+        super().__init__(client)
+        self.other: bytes | None = other
+
+    def pin(self, source: ObjectVersion, key: str, digest: str) -> None:
+        if self.other is not None:
+            other, self.other = self.other, None
+            self._client.put_object(Bucket=BUCKET, Key=source.key, Body=other)
+            _validate(self._client, source.key)  # the other rollout, start to finish
+        super().pin(source, key, digest)
+
+
+def test_of_two_rollouts_of_one_version_at_once_only_the_first_copy_stands(aws: None) -> None:
+    s3 = _versioned_bucket()
+    mine = artifact_bytes()
+    theirs = artifact_bytes(good_files(**{"code/requirements.txt": b"tokenizers\n"}))
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v1/model.tar.gz", Body=mine)
+
+    with pytest.raises(ArtifactRejected, match="validated before with other bytes"):
+        _validate(s3, source=_RacedBy(s3, theirs))
+    copy = s3.get_object(Bucket=BUCKET, Key="validated/lstm/v1/model.tar.gz")
+    assert copy["Body"].read() == theirs
+    assert copy["Metadata"] == {"sha256": hashlib.sha256(theirs).hexdigest()}
+    # Had both sent the same bytes, the second finds its own bytes copied and goes on.
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v2/model.tar.gz", Body=mine)
+    artifact = _validate(s3, "models/lstm/v2/model.tar.gz", source=_RacedBy(s3, mine))
+    assert artifact["sha256"] == hashlib.sha256(mine).hexdigest()
+
+
+def test_a_version_whose_model_loads_the_uploaded_key_is_never_rebound(aws: None) -> None:
+    """Models created before rollouts kept validated copies load models/... itself."""
+    s3 = _versioned_bucket()
+    s3.put_object(Bucket=BUCKET, Key="models/lstm/v1/model.tar.gz", Body=artifact_bytes())
+    boto3.client("sagemaker", region_name=REGION).create_model(
+        ModelName=model_name("tweetgen", "lstm", "v1"),
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={
+            "Image": "img",
+            "ModelDataUrl": f"s3://{BUCKET}/models/lstm/v1/model.tar.gz",
+        },
+    )
+
+    with pytest.raises(ArtifactRejected) as raised:
+        _validate(s3)
+    assert f"loads s3://{BUCKET}/models/lstm/v1/model.tar.gz, not a validated copy" in str(
+        raised.value
+    )
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="validated/")["KeyCount"] == 0
+
+
 @pytest.mark.parametrize(
     ("key", "message"),
     [
@@ -545,8 +604,12 @@ def test_keys_outside_the_convention_are_refused_before_reading(
         def pin(self, source: Any, key: str, digest: str) -> None:
             raise AssertionError("nothing must be copied")
 
+        def model_data_url(self, name: str) -> str | None:
+            raise AssertionError("no model must be looked up")
+
+    unreadable = Unreadable()
     with pytest.raises(InvalidModelKey, match=message):
-        validate_upload(BUCKET, key, source=Unreadable(), settings=SETTINGS)
+        validate_upload(BUCKET, key, source=unreadable, models=unreadable, settings=SETTINGS)
 
 
 def test_a_bad_artifact_is_rejected_with_every_problem(aws: None) -> None:
@@ -562,7 +625,11 @@ def test_a_bad_artifact_is_rejected_with_every_problem(aws: None) -> None:
 
     with pytest.raises(ArtifactRejected) as raised:
         validate_upload(
-            BUCKET, "models/lstm/v1/model.tar.gz", source=ArtifactStore(s3), settings=SETTINGS
+            BUCKET,
+            "models/lstm/v1/model.tar.gz",
+            source=ArtifactStore(s3),
+            models=_models(),
+            settings=SETTINGS,
         )
     assert "2 problems" in str(raised.value)
     assert "missing code/inference.py" in str(raised.value)
@@ -596,7 +663,11 @@ def test_an_xla_model_is_deployed_only_where_new_variants_run_on_gpus(
 
     def validate() -> dict[str, Any]:
         return validate_upload(
-            BUCKET, "models/lstm/v1/model.tar.gz", source=ArtifactStore(s3), settings=settings
+            BUCKET,
+            "models/lstm/v1/model.tar.gz",
+            source=ArtifactStore(s3),
+            models=_models(),
+            settings=settings,
         )
 
     if allowed:

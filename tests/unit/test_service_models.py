@@ -17,6 +17,7 @@ from botocore.loaders import Loader
 from tweetgen.adapters import aws as clients
 from tweetgen.adapters.s3 import ArtifactStore
 from tweetgen.adapters.sagemaker import SageMakerEndpoints
+from tweetgen.domain.model_key import CopyRefused, ObjectVersion
 
 from tests.conftest import REPO_ROOT
 from tests.unit.test_rollout_service import (
@@ -200,7 +201,7 @@ def test_the_artifact_store_calls_only_what_the_carried_s3_model_has() -> None:
         and call.func.value.attr == "_client"
     }
     # upload_file is boto3's transfer manager: PutObject, or the multipart operations.
-    assert {"get_object", "head_object", "upload_file"} <= called
+    assert {"copy_object", "get_object", "head_object", "upload_file"} <= called
     assert called - {"upload_file"} <= methods, called - methods
 
 
@@ -228,6 +229,54 @@ def test_the_adapters_s3_client_uploads_whole_and_multipart_and_streams_back(
     with pytest.raises(ClientError) as missing:
         carried.head_object(Bucket="artifacts", Key="missing")
     assert missing.value.response["Error"]["Code"] == "404"
+
+
+@pytest.mark.usefixtures("aws")
+def test_the_carried_s3_client_keeps_a_validated_copy(tmp_path: Path) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="artifacts")
+    s3.put_bucket_versioning(Bucket="artifacts", VersioningConfiguration={"Status": "Enabled"})
+    store = ArtifactStore(clients.client("s3", region_name=REGION))
+    s3.put_object(Bucket="artifacts", Key="models/lstm/v1/model.tar.gz", Body=b"one")
+    body, read = store.open_version("artifacts", "models/lstm/v1/model.tar.gz")
+    assert body.read() == b"one" and read.version_id
+    assert store.pinned_digest("artifacts", "validated/lstm/v1/model.tar.gz") is None
+
+    s3.put_object(Bucket="artifacts", Key="models/lstm/v1/model.tar.gz", Body=b"two")
+    store.pin(read, "validated/lstm/v1/model.tar.gz", "d1")  # by version id: the bytes read
+    copy = s3.get_object(Bucket="artifacts", Key="validated/lstm/v1/model.tar.gz")
+    assert copy["Body"].read() == b"one" and copy["Metadata"] == {"sha256": "d1"}
+    assert store.pinned_digest("artifacts", "validated/lstm/v1/model.tar.gz") == "d1"
+    with pytest.raises(CopyRefused):  # written once
+        store.pin(read, "validated/lstm/v1/model.tar.gz", "d2")
+    assert store.pinned_digest("artifacts", "validated/lstm/v1/model.tar.gz") == "d1"
+
+
+def test_a_null_version_id_is_no_pin_so_the_copy_names_the_etag_read() -> None:
+    # Objects written while versioning was suspended have the version "null", which the next
+    # write replaces in place: only the ETag condition keeps the copy to the bytes read.
+    from botocore.stub import Stubber
+
+    carried = clients.client("s3", region_name=REGION)
+    store = ArtifactStore(carried)
+    read = ObjectVersion("artifacts", "models/lstm/v1/model.tar.gz", "null", "abc")
+    with Stubber(carried) as stub:
+        stub.add_response(
+            "copy_object",
+            {},
+            {
+                "Bucket": "artifacts",
+                "Key": "validated/lstm/v1/model.tar.gz",
+                "CopySource": {"Bucket": "artifacts", "Key": "models/lstm/v1/model.tar.gz"},
+                "CopySourceIfMatch": '"abc"',
+                "IfNoneMatch": "*",
+                "Metadata": {"sha256": "d"},
+                "MetadataDirective": "REPLACE",
+                "TaggingDirective": "REPLACE",
+            },
+        )
+        store.pin(read, "validated/lstm/v1/model.tar.gz", "d")
+        stub.assert_no_pending_responses()
 
 
 @pytest.mark.usefixtures("aws")

@@ -523,7 +523,7 @@ def test_only_the_validate_function_writes_the_validated_copies(stack: Template)
     policy = stack.resources["ArtifactBucketPolicy"].properties["PolicyDocument"]
     (deny,) = [s for s in policy["Statement"] if s.get("Resource") == validated]
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
-    assert deny["Action"] == "s3:PutObject"
+    assert deny["Action"] == ["s3:PutObject", "s3:DeleteObject"]
     assert deny["Condition"] == {
         "ArnNotEquals": {"aws:PrincipalArn": {"Fn::GetAtt": ["RolloutValidateFunctionRole", "Arn"]}}
     }
@@ -534,6 +534,19 @@ def test_only_the_validate_function_writes_the_validated_copies(stack: Template)
         if statement["Resource"] == validated
     }
     assert grants == {"s3:GetObject": validated, "s3:PutObject": validated}
+    # HeadObject answers 404 for a missing copy only with ListBucket (else 403); where there is
+    # no copy, the function asks SageMaker whether the version's model exists.
+    others = {
+        action: statement["Resource"]
+        for statement in _statements(stack.function("RolloutValidateFunction").properties)
+        for action in _listed(statement["Action"])
+        if statement["Resource"] != validated
+    }
+    assert others["s3:ListBucket"] == {"Fn::GetAtt": ["ArtifactBucket", "Arn"]}
+    assert others["sagemaker:DescribeModel"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}"
+        ":model/${EndpointName}-*"
+    }
     # The endpoint reads the copies; the state machine creates models from them.
     definition = json.loads(Path("statemachines/rollout.asl.json").read_text(encoding="utf-8"))
     container = definition["States"]["CreateModel"]["Parameters"]["PrimaryContainer"]

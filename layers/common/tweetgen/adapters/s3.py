@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 
 from tweetgen.adapters import aws
 from tweetgen.domain.artifact import ReadableStream
-from tweetgen.domain.model_key import ObjectChanged, ObjectVersion
+from tweetgen.domain.model_key import CopyRefused, ObjectVersion
 
 __all__ = ["DIGEST_METADATA", "ArtifactStore", "StoredArtifact"]
 
@@ -69,29 +69,30 @@ class ArtifactStore:
         return str((head.get("Metadata") or {}).get(DIGEST_METADATA, ""))
 
     def pin(self, source: ObjectVersion, key: str, digest: str) -> None:
-        """Copy exactly the version that was read to ``key`` (same bucket), its digest beside it.
+        """Copy exactly the version that was read to ``key`` (same bucket), its digest beside it,
+        only if nothing is at ``key`` yet.
 
-        By version id where the bucket keeps versions; otherwise only while the object still has
-        the ETag that was read: ``ObjectChanged`` if it is no longer that.
+        By version id where the bucket keeps versions, and always only while the source has the
+        ETag that was read: a version id of "null" (written while versioning was suspended) is
+        replaced in place by the next write. ``CopyRefused`` when either condition fails.
         """
         copy_source = {"Bucket": source.bucket, "Key": source.key}
-        condition: dict[str, str] = {}
-        if source.version_id:
+        if source.version_id and source.version_id != "null":
             copy_source["VersionId"] = source.version_id
-        else:
-            condition["CopySourceIfMatch"] = f'"{source.etag}"'
         try:
             self._client.copy_object(
                 Bucket=source.bucket,
                 Key=key,
                 CopySource=copy_source,
+                CopySourceIfMatch=f'"{source.etag}"',
+                IfNoneMatch="*",
                 Metadata={DIGEST_METADATA: digest},
                 MetadataDirective="REPLACE",
-                **condition,
+                TaggingDirective="REPLACE",
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"412", "PreconditionFailed"}:
-                raise ObjectChanged(f"s3://{source.bucket}/{source.key} changed") from None
+                raise CopyRefused(f"s3://{source.bucket}/{source.key} to {key}") from None
             raise
 
     def upload(self, path: Path, bucket: str, key: str) -> StoredArtifact:

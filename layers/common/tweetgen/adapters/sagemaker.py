@@ -40,6 +40,14 @@ __all__ = [
 ]
 
 
+def _not_found(exc: Exception) -> bool:
+    """Whether SageMaker's error says the thing asked about does not exist (a missing endpoint
+    or model is a ValidationException, "Could not find ...")."""
+    return _error_code(exc) in ("ValidationException", "ValidationError") and (
+        "Could not find" in _error_message(exc)
+    )
+
+
 def _error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
@@ -106,10 +114,7 @@ class SageMakerEndpoints:
         try:
             described = self._client.describe_endpoint(EndpointName=name)
         except Exception as exc:
-            # SageMaker answers a missing endpoint with a ValidationException.
-            if _error_code(exc) in ("ValidationException", "ValidationError") and (
-                "Could not find" in _error_message(exc)
-            ):
+            if _not_found(exc):
                 return None
             raise
         return EndpointState(
@@ -120,6 +125,17 @@ class SageMakerEndpoints:
             failure_reason=described.get("FailureReason"),
             last_modified=described.get("LastModifiedTime"),
         )
+
+    def model_data_url(self, name: str) -> str | None:
+        """Where the model ``name`` loads its artifact from, or None when there is no such
+        model ('' for a model without a ModelDataUrl)."""
+        try:
+            described = self._client.describe_model(ModelName=name)
+        except Exception as exc:
+            if _not_found(exc):
+                return None
+            raise
+        return str((described.get("PrimaryContainer") or {}).get("ModelDataUrl") or "")
 
     def update_weights(self, name: str, weights: Mapping[str, float]) -> None:
         """Move traffic with ``UpdateEndpointWeightsAndCapacities``: the variants and their

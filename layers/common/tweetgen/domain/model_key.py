@@ -17,8 +17,8 @@ __all__ = [
     "PINNED_KEY_PREFIX",
     "VARIANT_NAME_MAX_LENGTH",
     "VARIANT_NAME_PATTERN",
+    "CopyRefused",
     "ModelKey",
-    "ObjectChanged",
     "ObjectVersion",
     "is_artifact_version",
     "is_variant_name",
@@ -91,8 +91,9 @@ class ObjectVersion:
     etag: str
 
 
-class ObjectChanged(Exception):
-    """The object is no longer the version that was read (a bucket that keeps no versions)."""
+class CopyRefused(Exception):
+    """A copy's condition did not hold: its source is no longer the version that was read, or
+    something is at its destination already."""
 
 
 def parse_model_key(key: str) -> ModelKey:

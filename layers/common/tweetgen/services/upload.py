@@ -23,11 +23,11 @@ from tweetgen.domain.artifact import (
     parse_model_key,
     validate_artifact,
 )
-from tweetgen.domain.model_key import ObjectChanged, ObjectVersion
+from tweetgen.domain.model_key import CopyRefused, ModelKey, ObjectVersion
 from tweetgen.domain.rollout import model_name
 from tweetgen.services.rollout import ArtifactRejected, InvalidModelKey, RolloutSettings
 
-__all__ = ["ArtifactSource", "validate_upload"]
+__all__ = ["ArtifactSource", "ModelRegistry", "validate_upload"]
 
 
 class ArtifactSource(Protocol):
@@ -36,6 +36,10 @@ class ArtifactSource(Protocol):
     def pinned_digest(self, bucket: str, key: str) -> str | None: ...
 
     def pin(self, source: ObjectVersion, key: str, digest: str) -> None: ...
+
+
+class ModelRegistry(Protocol):
+    def model_data_url(self, name: str) -> str | None: ...
 
 
 class _Digesting:
@@ -67,14 +71,68 @@ def _rejection(key: str, report: ArtifactReport) -> str:
     )
 
 
+def _pin(
+    bucket: str,
+    key: str,
+    model_key: ModelKey,
+    name: str,
+    read: ObjectVersion,
+    digest: str,
+    *,
+    source: ArtifactSource,
+    models: ModelRegistry,
+) -> None:
+    """Make sure the version's validated copy holds ``digest``'s bytes, copying ``read`` there
+    if there is no copy yet; ``ArtifactRejected`` where the version is bound to other bytes."""
+    pinned_key = model_key.pinned_key
+    where = f"s3://{bucket}/{pinned_key}"
+    pinned = source.pinned_digest(bucket, pinned_key)
+    if pinned is None:
+        loaded = models.model_data_url(name)
+        if loaded is not None:
+            # A model made before rollouts kept copies (or whose copy is gone) loads whatever
+            # is at its URL now: binding other bytes to it here would reach its instances.
+            raise ArtifactRejected(
+                f"s3 object {key} is version {model_key.version} of {model_key.variant}, whose"
+                f" SageMaker model {name} exists and loads {loaded}, not a validated copy at"
+                f" {where}. Nothing was deployed; upload these bytes under a new version"
+            )
+        try:
+            source.pin(read, pinned_key, digest)
+            return
+        except CopyRefused:
+            # Another rollout of this version copied first, or the upload was replaced.
+            pinned = source.pinned_digest(bucket, pinned_key)
+            if pinned is None:
+                raise ArtifactRejected(
+                    f"s3 object {key} was replaced while it was validated (the bucket keeps no"
+                    " versions to copy the one validated from). Nothing was deployed; the newer"
+                    " upload starts a rollout of its own"
+                ) from None
+    if pinned != digest:
+        raise ArtifactRejected(
+            f"s3 object {key} is version {model_key.version} of {model_key.variant}, which was"
+            f" validated before with other bytes (sha256 {pinned[:12] or 'unrecorded'}, this"
+            f" upload {digest[:12]}): the version stays bound to the copy validated then"
+            f" ({where}), which SageMaker model {name} is created from. Nothing was deployed;"
+            " upload these bytes under a new version"
+        )
+
+
 def validate_upload(
-    bucket: str, raw_key: str, *, source: ArtifactSource, settings: RolloutSettings
+    bucket: str,
+    raw_key: str,
+    *,
+    source: ArtifactSource,
+    models: ModelRegistry,
+    settings: RolloutSettings,
 ) -> dict[str, Any]:
     """Check an uploaded key and stream its object through the artifact validator.
 
     ``raw_key`` is the key as S3 notifications carry it (URL-encoded). The version read is
     copied to its validated key unless a copy of the same bytes (by SHA-256) is there already;
-    a copy of other bytes refuses the upload. Returns what the rest of the rollout needs: where
+    a copy of other bytes, or a SageMaker model of the version that loads something else,
+    refuses the upload. Returns what the rest of the rollout needs: where
     the upload is (``s3_uri``) and the copy the model loads (``model_data_url``), the bytes'
     SHA-256, the variant and version, the SageMaker model name and the artifact's metadata.
     """
@@ -104,24 +162,7 @@ def validate_upload(
     digest = stream.hexdigest()
     name = model_name(settings.endpoint_name, model_key.variant, model_key.version)
     pinned_key = model_key.pinned_key
-    pinned = source.pinned_digest(bucket, pinned_key)
-    if pinned is None:
-        try:
-            source.pin(read, pinned_key, digest)
-        except ObjectChanged:
-            raise ArtifactRejected(
-                f"s3 object {key} was replaced while it was validated (the bucket keeps no"
-                " versions to copy the one validated from). Nothing was deployed; the newer"
-                " upload starts a rollout of its own"
-            ) from None
-    elif pinned != digest:
-        raise ArtifactRejected(
-            f"s3 object {key} is version {model_key.version} of {model_key.variant}, which was"
-            f" validated before with other bytes (sha256 {pinned[:12] or 'unrecorded'}, this"
-            f" upload {digest[:12]}): SageMaker model {name} loads the copy validated then"
-            f" (s3://{bucket}/{pinned_key}). Nothing was deployed; upload these bytes under a"
-            " new version"
-        )
+    _pin(bucket, key, model_key, name, read, digest, source=source, models=models)
     return {
         "bucket": bucket,
         "key": key,
