@@ -19,8 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
+
+if TYPE_CHECKING:
+    from tweetgen.domain.model_key import ModelKey
 
 __all__ = [
     "DeployError",
@@ -192,31 +195,40 @@ def _check(archive: Path, variant: str) -> str:
     return report.metadata.version
 
 
-def _refuse_other_bytes_under_a_deployed_key(target: DeployTarget, key: str, archive: Path) -> None:
-    """A version's key holds one artifact for good: the rollout binds a version to the bytes it
-    validated first (its validated copy) and refuses other bytes under it, so say so before
-    uploading rather than after a failed rollout. The same bytes again are fine: that is how an
-    older version is rolled out again."""
-    from botocore.exceptions import ClientError
+def _refuse_other_bytes_under_a_deployed_version(
+    target: DeployTarget, model_key: ModelKey, archive: Path
+) -> None:
+    """Refuse before uploading what the rollout's Validate step would refuse after.
 
-    s3 = target.client("s3")
-    try:
-        existing = s3.head_object(Bucket=target.bucket, Key=key)
-    except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
-            return
-        raise
-    same = int(existing["ContentLength"]) == archive.stat().st_size
-    if same:
-        uploaded = hashlib.sha256()
-        for chunk in s3.get_object(Bucket=target.bucket, Key=key)["Body"].iter_chunks(1 << 20):
-            uploaded.update(chunk)
+    A version is bound to the bytes of its validated copy: other bytes under it are refused
+    (compared by the SHA-256 kept on the copy, without downloading it); the same bytes again
+    are how an older version is rolled out again. A version without a copy whose SageMaker model
+    exists (made before rollouts kept copies) loads the uploaded key itself and is never
+    rolled out again. A version with neither is bound to nothing yet.
+    """
+    from tweetgen.adapters.s3 import ArtifactStore
+    from tweetgen.adapters.sagemaker import SageMakerEndpoints
+    from tweetgen.domain.rollout import model_name
+
+    pinned = ArtifactStore(target.client("s3")).pinned_digest(target.bucket, model_key.pinned_key)
+    if pinned is not None:
         with open(archive, "rb") as handle:
-            same = hashlib.file_digest(handle, "sha256").digest() == uploaded.digest()
-    if not same:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        if pinned != digest:
+            raise DeployError(
+                f"version {model_key.version} of {model_key.variant} is bound to another artifact"
+                f" (s3://{target.bucket}/{model_key.pinned_key}, sha256 {pinned[:12]}; this one"
+                f" {digest[:12]}), and a version's artifact is never replaced: give this one a"
+                " new --version"
+            )
+        return
+    name = model_name(target.endpoint_name, model_key.variant, model_key.version)
+    loaded = SageMakerEndpoints(target.client("sagemaker")).model_data_url(name)
+    if loaded is not None:
         raise DeployError(
-            f"s3://{target.bucket}/{key} already holds another artifact, and a version's"
-            " artifact is never replaced: give this one a new --version"
+            f"version {model_key.version} of {model_key.variant} was rolled out before rollouts"
+            f" kept validated copies: SageMaker model {name} loads {loaded} itself, and a"
+            " version's artifact is never replaced: give this one a new --version"
         )
 
 
@@ -238,10 +250,11 @@ def deploy_model(
     archive = _archive(path)
     metadata_version = _check(archive, variant)
     try:
-        key = ModelKey(variant=variant, version=version or metadata_version).key
+        model_key = ModelKey(variant=variant, version=version or metadata_version)
     except ValueError as exc:
         raise DeployError(str(exc)) from None
-    _refuse_other_bytes_under_a_deployed_key(target, key, archive)
+    key = model_key.key
+    _refuse_other_bytes_under_a_deployed_version(target, model_key, archive)
     uploaded_at = datetime.now(UTC)
     stored = ArtifactStore(target.client("s3")).upload(archive, target.bucket, key)
     out(f"uploaded {archive} to {stored.s3_uri} on {target.description}")

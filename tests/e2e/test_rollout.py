@@ -490,18 +490,30 @@ def test_deploy_model_uploads_and_follows_until_the_version_serves(
     assert "lstm now serves tweetgen-lstm-v4 on endpoint tweetgen" in printed
     assert rollouts.endpoint()[1]["lstm"] == "tweetgen-lstm-v4"
 
-    # A version's key holds one artifact: other bytes there would reach instances unchecked.
+    # A version is bound to the bytes first validated under it: others are refused before upload.
     executions = len(rollouts.sfn.list_executions(stateMachineArn=rollouts.machine)["executions"])
     other = tiny_run["root"] / "other-bytes.tar.gz"
     other.write_bytes(tiny_run["lstm"].read_bytes() + b"\0" * 1024)  # tar's padding: still valid
     status = deploy_command(parser.parse_args([str(other), "--version", "v4", *common]))
     assert status == 1
-    assert "models/lstm/v4/model.tar.gz already holds another artifact" in capsys.readouterr().err
+    assert "version v4 of lstm is bound to another artifact" in capsys.readouterr().err
     listed = rollouts.sfn.list_executions(stateMachineArn=rollouts.machine)["executions"]
     assert len(listed) == executions
     # The same bytes again are how an older version is rolled out again: allowed.
     status = deploy_command(parser.parse_args([str(tiny_run["lstm"]), "--version", "v4", *common]))
     assert status == 0, capsys.readouterr().out
+    # A model made before rollouts kept validated copies loads its key itself: never replaced.
+    legacy = f"s3://{rollouts.bucket}/models/lstm/v8/model.tar.gz"
+    rollouts.sagemaker.create_model(
+        ModelName="tweetgen-lstm-v8",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/sagemaker",
+        PrimaryContainer={"Image": "img", "ModelDataUrl": legacy},
+    )
+    status = deploy_command(parser.parse_args([str(other), "--version", "v8", *common]))
+    assert status == 1
+    assert f"SageMaker model tweetgen-lstm-v8 loads {legacy} itself" in capsys.readouterr().err
+    listed = rollouts.sfn.list_executions(stateMachineArn=rollouts.machine)["executions"]
+    assert len(listed) == executions + 1  # the one rollout of v4's same bytes
 
     # A rejected artifact never leaves the machine: the same validator runs before the upload.
     bad = tiny_run["root"] / "other-variant.tar.gz"
