@@ -225,7 +225,7 @@ def test_the_adapters_s3_client_uploads_whole_and_multipart_and_streams_back(
         head = _answer(s3.head_object(Bucket="artifacts", Key=stored.key))
         assert stored.etag == head["ETag"].strip('"')
         assert ("-" in stored.etag) is (path is large)  # a multipart upload's ETag
-        assert store.open("artifacts", stored.key).read() == path.read_bytes()
+        assert store.open_version("artifacts", stored.key)[0].read() == path.read_bytes()
     with pytest.raises(ClientError) as missing:
         carried.head_object(Bucket="artifacts", Key="missing")
     assert missing.value.response["Error"]["Code"] == "404"

@@ -42,12 +42,9 @@ class ArtifactStore:
     def from_environment(cls) -> ArtifactStore:
         return cls(aws.client("s3"))
 
-    def open(self, bucket: str, key: str) -> ReadableStream:
-        """The object's body, read as it downloads (never seeked, never held whole)."""
-        return self.open_version(bucket, key)[0]
-
     def open_version(self, bucket: str, key: str) -> tuple[ReadableStream, ObjectVersion]:
-        """The object's body (see ``open``) and which version of it that body is."""
+        """The object's body, read as it downloads (never seeked, never held whole), and which
+        version of the object that body is."""
         response = self._client.get_object(Bucket=bucket, Key=key)
         version = ObjectVersion(
             bucket=bucket,

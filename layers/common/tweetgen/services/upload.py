@@ -73,7 +73,6 @@ def _rejection(key: str, report: ArtifactReport) -> str:
 
 def _pin(
     bucket: str,
-    key: str,
     model_key: ModelKey,
     name: str,
     read: ObjectVersion,
@@ -84,7 +83,7 @@ def _pin(
 ) -> None:
     """Make sure the version's validated copy holds ``digest``'s bytes, copying ``read`` there
     if there is no copy yet; ``ArtifactRejected`` where the version is bound to other bytes."""
-    pinned_key = model_key.pinned_key
+    key, pinned_key = model_key.key, model_key.pinned_key
     where = f"s3://{bucket}/{pinned_key}"
     pinned = source.pinned_digest(bucket, pinned_key)
     if pinned is None:
@@ -161,13 +160,12 @@ def validate_upload(
     metadata = report.metadata
     digest = stream.hexdigest()
     name = model_name(settings.endpoint_name, model_key.variant, model_key.version)
-    pinned_key = model_key.pinned_key
-    _pin(bucket, key, model_key, name, read, digest, source=source, models=models)
+    _pin(bucket, model_key, name, read, digest, source=source, models=models)
     return {
         "bucket": bucket,
         "key": key,
         "s3_uri": f"s3://{bucket}/{key}",
-        "model_data_url": f"s3://{bucket}/{pinned_key}",
+        "model_data_url": f"s3://{bucket}/{model_key.pinned_key}",
         "sha256": digest,
         "variant": model_key.variant,
         "version": model_key.version,
