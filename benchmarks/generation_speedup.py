@@ -3,7 +3,12 @@
 The notebook generated one token per ``model.predict`` call on the whole growing sequence,
 picked the next token on the host and appended it, 32 times. Ours is the exported
 ``serving_default`` signature, loaded as TensorFlow Serving loads it (the MetaGraph in a
-session, the restore op, tensors fed by name: ``tweetgen_build.packaging.SessionSavedModel``).
+session, the restore op, tensors fed by name: ``tweetgen_build.packaging.SessionSavedModel``)
+in a process of its own, as the model server runs beside the notebook's: one request is a call
+to that process (its time includes the pipe there and back). The model servers run with the
+stack's default thread pools (``InferenceOpThreads`` 0: TensorFlow sizes them) and, for each
+model's default module, also with one thread per pool (``InferenceOpThreads=1``) and loaded in
+the benchmark's own process beside the Keras models (how this benchmark served it before).
 
 Both models at two sizes, the ``tiny`` preset (``make demo``'s) and the ``small`` preset
 (``tweetgen train``'s default; ``--quick``: ``tiny`` only), with a byte-level BPE vocabulary of
@@ -63,6 +68,13 @@ LABELS = {
     "gpt2": "GPT-2",
     XLA: "GPT-2 [XLA decoding step]",
     GROWING: "GPT-2 [growing cache]",
+}
+# The default module of each model is also served with one thread per pool, and in this process.
+ONE_THREAD = "@1"
+IN_PROCESS = "@here"
+SETTINGS = {
+    ONE_THREAD: "one thread per pool (InferenceOpThreads=1)",
+    IN_PROCESS: "served in the benchmark's own process",
 }
 
 PredictLast = Callable[[np.ndarray], np.ndarray]
@@ -166,15 +178,17 @@ def last_position_lstm(lm: Any) -> Any:
 
 
 def export_all(models: Models, root: Path) -> dict[str, Any]:
-    """Export each serving module and load it back as TensorFlow Serving does."""
+    """Export each serving module; load each model's default module back in this process as
+    TensorFlow Serving does (the others are served from processes of their own only)."""
     from tweetgen_build.packaging import SessionSavedModel, export_saved_model
 
     loaded: dict[str, Any] = {}
-    for kind, module in models.serving.items():
-        directory = root / kind
+    for name, module in models.serving.items():
+        directory = root / name
         shutil.rmtree(directory, ignore_errors=True)
         export_saved_model(module, directory)
-        loaded[kind] = SessionSavedModel(directory)
+        if name in SERVED:
+            loaded[name] = SessionSavedModel(directory)
     return loaded
 
 
@@ -191,64 +205,158 @@ def served_call(loaded: Any, prompt: np.ndarray, seed: int) -> Callable[[], dict
     return partial(loaded.run, "serving_default", arrays)
 
 
+def serving_worker(
+    directory: str, prompts: list[list[int]], seed: int, op_threads: int
+) -> tuple[dict[str, Any], Callable[[dict[str, Any]], dict[str, Any]]]:
+    """A model server's process (``benchmarks.common.Worker``): one SavedModel loaded as
+    TensorFlow Serving loads it, with its thread pools; a request names the batch size and is
+    answered with the generated tokens."""
+    ensure_project_importable()
+    from tweetgen_build.packaging import SessionSavedModel
+
+    loaded = SessionSavedModel(Path(directory), op_threads=op_threads)
+    ids = np.array(prompts, dtype=np.int32)
+
+    def handle(request: dict[str, Any]) -> dict[str, Any]:
+        out = served_call(loaded, ids[: int(request["batch"])], seed)()
+        return {
+            "generated_ids": out["generated_ids"].tolist(),
+            "lengths": out["lengths"].tolist(),
+        }
+
+    return {"op_threads": op_threads}, handle
+
+
+def start_servers(kind: str, root: Path, prompts: np.ndarray, seed: int) -> dict[str, Any]:
+    """A serving process per module of this kind, and one with a thread per pool for its
+    default module; all loaded before anything is timed."""
+    from benchmarks.common import Worker
+
+    plan = [(name, name, 0) for name in SERVED[kind]] + [(kind + ONE_THREAD, kind, 1)]
+    servers: dict[str, Any] = {}
+    try:
+        for side, module, threads in plan:
+            servers[side] = Worker(
+                "benchmarks.generation_speedup:serving_worker",
+                {
+                    "directory": str(root / module),
+                    "prompts": prompts.tolist(),
+                    "seed": seed,
+                    "op_threads": threads,
+                },
+                env={"TF_CPP_MIN_LOG_LEVEL": "2"},
+            )
+    except BaseException:
+        for server in servers.values():
+            server.close()
+        raise
+    return servers
+
+
+def label(side: str) -> str:
+    """A served side's name in the rows: the module's, and how it was served if not default."""
+    for suffix, setting in SETTINGS.items():
+        if side.endswith(suffix):
+            return f"{LABELS[side.removesuffix(suffix)]} [{setting}]"
+    return LABELS[side]
+
+
 def measure_kind(
     kind: str,
     preset: str,
     models: Models,
-    loaded: dict[str, Any],
+    root: Path,
+    loaded: Any,
     prompts: np.ndarray,
     seed: int,
     reps: tuple[int, int],
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Both loops and every served module of this kind, timed in turns, per batch size."""
+    """Both loops and every served side of this kind, timed in turns, per batch size.
+
+    ``loaded``: this kind's default module loaded in this process (the in-process side).
+    """
     in_graph_reps, loop_reps = reps
     rows: list[Row] = []
     details: dict[str, Any] = {}
-    for batch in BATCHES:
-        prompt = prompts[:batch]
-        rng = np.random.default_rng(seed)
-        calls = {name: served_call(loaded[name], prompt, seed) for name in SERVED[kind]}
-        first_ms: dict[str, float] = {}
-        outs: dict[str, dict[str, Any]] = {}
-        for name, call in calls.items():  # the first call alone (XLA compiles there)
-            first = time.perf_counter()
-            outs[name] = call()
-            first_ms[name] = (time.perf_counter() - first) * 1e3
-        runs = interleaved_runs(
-            {
-                LOOP: partial(notebook_generate, models.predict_last(kind), prompt, rng),
-                EAGER: partial(notebook_generate, models.call_last(kind), prompt, rng),
-                **calls,
-            },
-            repeats={LOOP: loop_reps, EAGER: loop_reps, **dict.fromkeys(calls, in_graph_reps)},
-            warmup={LOOP: 1, EAGER: 1, **dict.fromkeys(calls, 2)},
+    servers = start_servers(kind, root, prompts, seed)
+    try:
+        for batch in BATCHES:
+            prompt = prompts[:batch]
+            rng = np.random.default_rng(seed)
+            calls: dict[str, Callable[[], Any]] = {
+                side: partial(server.call, {"batch": batch}) for side, server in servers.items()
+            }
+            calls[kind + IN_PROCESS] = served_call(loaded, prompt, seed)
+            first_ms: dict[str, float] = {}
+            outs: dict[str, dict[str, Any]] = {}
+            for side, call in calls.items():  # the first call alone (XLA compiles there)
+                first = time.perf_counter()
+                outs[side] = {key: np.asarray(value) for key, value in call().items()}
+                first_ms[side] = (time.perf_counter() - first) * 1e3
+            runs = interleaved_runs(
+                {
+                    LOOP: partial(notebook_generate, models.predict_last(kind), prompt, rng),
+                    EAGER: partial(notebook_generate, models.call_last(kind), prompt, rng),
+                    **calls,
+                },
+                repeats={
+                    LOOP: loop_reps,
+                    EAGER: loop_reps,
+                    **dict.fromkeys(calls, in_graph_reps),
+                },
+                warmup={LOOP: 1, EAGER: 1, **dict.fromkeys(calls, 2)},
+            )
+            batch_rows, batch_details = batch_results(
+                kind, preset, models, batch, runs, outs, first_ms
+            )
+            rows += batch_rows
+            details.update(batch_details)
+    finally:
+        for server in servers.values():
+            server.close()
+    return rows, details
+
+
+def batch_results(
+    kind: str,
+    preset: str,
+    models: Models,
+    batch: int,
+    runs: dict[str, list[float]],
+    outs: dict[str, dict[str, Any]],
+    first_ms: dict[str, float],
+) -> tuple[list[Row], dict[str, Any]]:
+    """The rows and details of one batch size: every served side against both loops."""
+    rows: list[Row] = []
+    details: dict[str, Any] = {}
+    loop, eager = runs[LOOP], runs[EAGER]
+    loop_ms, eager_ms = median(loop) * 1e3, median(eager) * 1e3
+    for side, out in outs.items():
+        ours = runs[side]
+        ours_ms = median(ours) * 1e3
+        log(
+            f"{label(side)} {preset} batch {batch}: in-graph {ours_ms:,.1f} ms, notebook"
+            f" predict loop {loop_ms:,.0f} ms ({loop_ms / ours_ms:,.0f}x), eager-call loop"
+            f" {eager_ms:,.0f} ms"
         )
-        loop, eager = runs[LOOP], runs[EAGER]
-        loop_ms, eager_ms = median(loop) * 1e3, median(eager) * 1e3
-        for name in SERVED[kind]:
-            out, ours = outs[name], runs[name]
-            ours_ms = median(ours) * 1e3
-            log(
-                f"{LABELS[name]} {preset} batch {batch}: in-graph {ours_ms:,.1f} ms, notebook"
-                f" predict loop {loop_ms:,.0f} ms ({loop_ms / ours_ms:,.0f}x), eager-call loop"
-                f" {eager_ms:,.0f} ms"
+        figure = (
+            f"{label(side)} {preset} ({models.parameters[kind]:,} params),"
+            f" batch {batch}, ms/request"
+        )
+        default = side in SERVED[kind]  # the stack's default pools, in a process of its own
+        rows.append(
+            make_row(
+                NAME,
+                figure,
+                ours_ms,
+                "ms",
+                loop_ms,
+                "notebook: model.predict per token",
+                higher_is_better=False,
+                goal=GOAL if default else None,
             )
-            figure = (
-                f"{LABELS[name]} {preset} ({models.parameters[kind]:,} params),"
-                f" batch {batch}, ms/request"
-            )
-            rows.append(
-                make_row(
-                    NAME,
-                    figure,
-                    ours_ms,
-                    "ms",
-                    loop_ms,
-                    "notebook: model.predict per token",
-                    higher_is_better=False,
-                    goal=GOAL,
-                )
-            )
+        )
+        if default:
             rows.append(
                 make_row(
                     NAME,
@@ -260,16 +368,16 @@ def measure_kind(
                     higher_is_better=False,
                 )
             )
-            details[f"{name}-{preset}-batch{batch}"] = {
-                "in_graph_ms": [x * 1e3 for x in ours],
-                "first_call_ms": first_ms[name],
-                "predict_loop_ms": [x * 1e3 for x in loop],
-                "eager_loop_ms": [x * 1e3 for x in eager],
-                "steps_run": int(out["generated_ids"].shape[1]),
-                "tokens": out["generated_ids"].tolist(),
-                "lengths": out["lengths"].tolist(),
-                "predict_ms_per_token": loop_ms / NEW_TOKENS,
-            }
+        details[f"{side}-{preset}-batch{batch}"] = {
+            "in_graph_ms": [x * 1e3 for x in ours],
+            "first_call_ms": first_ms[side],
+            "predict_loop_ms": [x * 1e3 for x in loop],
+            "eager_loop_ms": [x * 1e3 for x in eager],
+            "steps_run": int(out["generated_ids"].shape[1]),
+            "tokens": out["generated_ids"].tolist(),
+            "lengths": out["lengths"].tolist(),
+            "predict_ms_per_token": loop_ms / NEW_TOKENS,
+        }
     return rows, details
 
 
@@ -286,7 +394,7 @@ def measure_preset(
     try:
         for kind in ("lstm", "gpt2"):
             kind_rows, kind_details = measure_kind(
-                kind, preset, models, loaded, prompts, seed, reps
+                kind, preset, models, root, loaded[kind], prompts, seed, reps
             )
             rows += kind_rows
             details.update(kind_details)
@@ -335,14 +443,22 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
         f" {LABELS[GROWING]} = static_cache=False (transformers' layers at every step, the module"
         f" before the static cache)"
     )
+    notes.append(
+        "ours: each module served by a process of its own (a request is a call there and back"
+        " over a pipe), with TensorFlow's default thread pools (the stack's InferenceOpThreads"
+        f" 0); [{SETTINGS[ONE_THREAD]}]: the same process started with 1;"
+        f" [{SETTINGS[IN_PROCESS]}]: loaded beside the Keras models that run the loops"
+    )
     for preset in presets:
         for batch in BATCHES:
-            steps = {
-                name: details[preset].get(f"{name}-{preset}-batch{batch}", {}).get("tokens")
-                for name in SERVED["gpt2"]
-            }
-            if len({str(tokens) for tokens in steps.values()}) > 1:
-                notes.append(f"GPT-2 {preset} batch {batch}: the modules' tokens differ")
+            for kind in SERVED:
+                sides = [*SERVED[kind], kind + ONE_THREAD, kind + IN_PROCESS]
+                steps = {
+                    side: details[preset].get(f"{side}-{preset}-batch{batch}", {}).get("tokens")
+                    for side in sides
+                }
+                if len({str(tokens) for tokens in steps.values()}) > 1:
+                    notes.append(f"{LABELS[kind]} {preset} batch {batch}: the served tokens differ")
     return BenchResult(
         name=NAME,
         title="In-graph generation vs the notebook's predict-per-token loop",

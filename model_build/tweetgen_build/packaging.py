@@ -126,12 +126,20 @@ class SessionSavedModel:
     model this way, and ``tweetgen train`` checks each export with it.
     """
 
-    def __init__(self, saved_model_dir: Path, tags: Sequence[str] = ("serve",)) -> None:
+    def __init__(
+        self, saved_model_dir: Path, tags: Sequence[str] = ("serve",), *, op_threads: int = 0
+    ) -> None:
         import tensorflow as tf
         from tensorflow.python.util import deprecation
 
+        # The model server's --tensorflow_intra_op_parallelism and _inter_op_ (the stack's
+        # InferenceOpThreads); 0 lets TensorFlow size both pools. TensorFlow keeps the pools of
+        # a process's first session for all the others: one setting per process.
+        config = tf.compat.v1.ConfigProto(
+            intra_op_parallelism_threads=op_threads, inter_op_parallelism_threads=op_threads
+        )
         graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=graph)
+        self._session = tf.compat.v1.Session(graph=graph, config=config)
         # The TF1 loader is deprecated for Python programs, which should rebuild the objects
         # with tf.saved_model.load; here it stands for the model server's own loader.
         with graph.as_default(), deprecation.silence():

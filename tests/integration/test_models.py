@@ -247,6 +247,35 @@ def test_saved_model_serves_from_a_session_as_tensorflow_serving_loads_it(
     np.testing.assert_allclose(result["log_probs"], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_session_with_one_thread_per_pool_serves_the_same_tokens(
+    unpacked: dict[str, Path], tiny_run: dict[str, Path]
+) -> None:
+    """``op_threads`` is the model server's thread setting (the stack's InferenceOpThreads)."""
+    from tweetgen_build.packaging import SessionSavedModel
+
+    rows = _prompts(tiny_run["tokenizer"])[:2]
+    width = max(len(row) for row in rows)
+    ids = np.array([[0] * (width - len(row)) + row for row in rows], np.int32)
+    arrays = {
+        "input_ids": ids,
+        "attention_mask": np.array([[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32),
+        "max_new_tokens": np.int32(8),
+        "temperature": np.float32(0.8),
+        "top_k": np.int32(40),
+        "seed": np.int64(5),
+    }
+    for model in MODELS:
+        directory = unpacked[model] / "model" / "1"
+        served = [
+            SessionSavedModel(directory, op_threads=threads).run("serving_default", arrays)
+            for threads in (0, 1)
+        ]
+        np.testing.assert_array_equal(served[0]["generated_ids"], served[1]["generated_ids"])
+        expected = _generate(_load(unpacked, model), rows, new=8, temperature=0.8, seed=5)
+        generated = zip(served[1]["generated_ids"], served[1]["lengths"], strict=True)
+        assert [tokens[:n].tolist() for tokens, n in generated] == expected
+
+
 def test_the_build_checks_an_export_as_tensorflow_serving_runs_it(
     unpacked: dict[str, Path], tmp_path: Path
 ) -> None:
