@@ -133,8 +133,9 @@ class SessionSavedModel:
         from tensorflow.python.util import deprecation
 
         # The model server's --tensorflow_intra_op_parallelism and _inter_op_ (the stack's
-        # InferenceOpThreads); 0 lets TensorFlow size both pools. TensorFlow keeps the pools of
-        # a process's first session for all the others: one setting per process.
+        # InferenceOpThreads); 0 lets TensorFlow size both pools. A process keeps the pools of its
+        # first session or eager context for all the others: one setting per process, and none
+        # once eager TensorFlow has run.
         config = tf.compat.v1.ConfigProto(
             intra_op_parallelism_threads=op_threads, inter_op_parallelism_threads=op_threads
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -247,33 +248,46 @@ def test_saved_model_serves_from_a_session_as_tensorflow_serving_loads_it(
     np.testing.assert_allclose(result["log_probs"], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_a_session_with_one_thread_per_pool_serves_the_same_tokens(
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: both settings are one thread")
+def test_a_session_with_one_thread_per_pool_serves_the_same_tokens_on_fewer_threads(
     unpacked: dict[str, Path], tiny_run: dict[str, Path]
 ) -> None:
-    """``op_threads`` is the model server's thread setting (the stack's InferenceOpThreads)."""
-    from tweetgen_build.packaging import SessionSavedModel
+    """``op_threads`` is the model server's thread setting (the stack's InferenceOpThreads).
 
+    A process's thread pools are those of its first session (or eager context), so each
+    setting is loaded in a fresh process, first thing, and counts the threads it then has.
+    """
     rows = _prompts(tiny_run["tokenizer"])[:2]
     width = max(len(row) for row in rows)
-    ids = np.array([[0] * (width - len(row)) + row for row in rows], np.int32)
-    arrays = {
-        "input_ids": ids,
-        "attention_mask": np.array([[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32),
-        "max_new_tokens": np.int32(8),
-        "temperature": np.float32(0.8),
-        "top_k": np.int32(40),
-        "seed": np.int64(5),
-    }
+    ids = [[0] * (width - len(row)) + row for row in rows]
+    mask = [[0] * (width - len(row)) + [1] * len(row) for row in rows]
     for model in MODELS:
         directory = unpacked[model] / "model" / "1"
-        served = [
-            SessionSavedModel(directory, op_threads=threads).run("serving_default", arrays)
-            for threads in (0, 1)
-        ]
-        np.testing.assert_array_equal(served[0]["generated_ids"], served[1]["generated_ids"])
+        served = {}
+        for threads in (0, 1):
+            served[threads] = _run_fresh(
+                textwrap.dedent(
+                    f"""
+                    import json, os
+                    from pathlib import Path
+                    import numpy as np
+                    from tweetgen_build.packaging import SessionSavedModel
+                    loaded = SessionSavedModel(Path({str(directory)!r}), op_threads={threads})
+                    out = loaded.run("serving_default", {{
+                        "input_ids": np.array({ids!r}, np.int32),
+                        "attention_mask": np.array({mask!r}, np.int32),
+                        "max_new_tokens": np.int32(8), "temperature": np.float32(0.8),
+                        "top_k": np.int32(40), "seed": np.int64(5)}})
+                    print(json.dumps({{
+                        "tokens": [row[:n].tolist() for row, n
+                                   in zip(out["generated_ids"], out["lengths"])],
+                        "threads": len(os.listdir("/proc/self/task"))}}))
+                    """
+                )
+            )
         expected = _generate(_load(unpacked, model), rows, new=8, temperature=0.8, seed=5)
-        generated = zip(served[1]["generated_ids"], served[1]["lengths"], strict=True)
-        assert [tokens[:n].tolist() for tokens, n in generated] == expected
+        assert served[0]["tokens"] == served[1]["tokens"] == expected
+        assert served[1]["threads"] < served[0]["threads"]
 
 
 def test_the_build_checks_an_export_as_tensorflow_serving_runs_it(
