@@ -48,6 +48,16 @@ def _not_found(exc: Exception) -> bool:
     )
 
 
+def _described(describe: Callable[..., dict[str, Any]], **name: str) -> dict[str, Any] | None:
+    """A Describe call's answer, or None when the thing it names does not exist."""
+    try:
+        return describe(**name)
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise
+
+
 def _error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
@@ -111,12 +121,9 @@ class SageMakerEndpoints:
 
     def describe_endpoint(self, name: str) -> EndpointState | None:
         """The endpoint as it is now, or None when there is no endpoint of that name."""
-        try:
-            described = self._client.describe_endpoint(EndpointName=name)
-        except Exception as exc:
-            if _not_found(exc):
-                return None
-            raise
+        described = _described(self._client.describe_endpoint, EndpointName=name)
+        if described is None:
+            return None
         return EndpointState(
             name=str(described["EndpointName"]),
             status=str(described["EndpointStatus"]),
@@ -129,12 +136,9 @@ class SageMakerEndpoints:
     def model_data_url(self, name: str) -> str | None:
         """Where the model ``name`` loads its artifact from, or None when there is no such
         model ('' for a model without a ModelDataUrl)."""
-        try:
-            described = self._client.describe_model(ModelName=name)
-        except Exception as exc:
-            if _not_found(exc):
-                return None
-            raise
+        described = _described(self._client.describe_model, ModelName=name)
+        if described is None:
+            return None
         return str((described.get("PrimaryContainer") or {}).get("ModelDataUrl") or "")
 
     def update_weights(self, name: str, weights: Mapping[str, float]) -> None:
