@@ -6,9 +6,9 @@ picked the next token on the host and appended it, 32 times. Ours is the exporte
 session, the restore op, tensors fed by name: ``tweetgen_build.packaging.SessionSavedModel``)
 in a process of its own, as the model server runs beside the notebook's: one request is a call
 to that process (its time includes the pipe there and back). The model servers run with the
-stack's default thread pools (``InferenceOpThreads`` 0: TensorFlow sizes them) and, for each
-model's default module, also with one thread per pool (``InferenceOpThreads=1``) and loaded in
-the benchmark's own process beside the Keras models (how this benchmark served it before).
+thread pools that the stack gives every model (template.yaml's defaults of
+``InferenceIntraOpThreads`` and ``InferenceInterOpThreads``) and, for each model's default
+module, also with TensorFlow's own pools (0 and 0: both sized by the cores).
 
 Both models at two sizes, the ``tiny`` preset (``make demo``'s) and the ``small`` preset
 (``tweetgen train``'s default; ``--quick``: ``tiny`` only), with a byte-level BPE vocabulary of
@@ -51,6 +51,7 @@ from benchmarks.common import (
     make_row,
     median,
     progress,
+    stack_thread_pools,
 )
 
 NAME = "generation_speedup"
@@ -72,13 +73,9 @@ LABELS = {
     XLA: "GPT-2 [XLA decoding step]",
     GROWING: "GPT-2 [growing cache]",
 }
-# The default module of each model is also served with one thread per pool, and in this process.
-ONE_THREAD = "@1"
-IN_PROCESS = "@here"
-SETTINGS = {
-    ONE_THREAD: "one thread per pool (InferenceOpThreads=1)",
-    IN_PROCESS: "served in the benchmark's own process",
-}
+# The default module of each model is also served with TensorFlow's own thread pools.
+TF_POOLS = "@tf"
+SETTINGS = {TF_POOLS: "TensorFlow's own thread pools"}
 
 PredictLast = Callable[[np.ndarray], np.ndarray]
 
@@ -180,19 +177,14 @@ def last_position_lstm(lm: Any) -> Any:
     return keras.Model(ids, lm.head(x[:, -1, :]))
 
 
-def export_all(models: Models, root: Path) -> dict[str, Any]:
-    """Export each serving module; load each model's default module back in this process as
-    TensorFlow Serving does (the others are served from processes of their own only)."""
-    from tweetgen_build.packaging import SessionSavedModel, export_saved_model
+def export_all(models: Models, root: Path) -> None:
+    """Export each serving module to ``root / name``."""
+    from tweetgen_build.packaging import export_saved_model
 
-    loaded: dict[str, Any] = {}
     for name, module in models.serving.items():
         directory = root / name
         shutil.rmtree(directory, ignore_errors=True)
         export_saved_model(module, directory)
-        if name in SERVED:
-            loaded[name] = SessionSavedModel(directory)
-    return loaded
 
 
 def served_call(loaded: Any, prompt: np.ndarray, seed: int) -> Callable[[], dict[str, Any]]:
@@ -209,7 +201,7 @@ def served_call(loaded: Any, prompt: np.ndarray, seed: int) -> Callable[[], dict
 
 
 def serving_worker(
-    directory: str, prompts: list[list[int]], seed: int, op_threads: int
+    directory: str, prompts: list[list[int]], seed: int, threads: list[int]
 ) -> tuple[dict[str, Any], Handler]:
     """A model server's process (``benchmarks.common.Worker``): one SavedModel loaded as
     TensorFlow Serving loads it, with its thread pools; a request names the batch size and is
@@ -217,7 +209,8 @@ def serving_worker(
     ensure_project_importable()
     from tweetgen_build.packaging import SessionSavedModel
 
-    loaded = SessionSavedModel(Path(directory), op_threads=op_threads)
+    intra, inter = threads
+    loaded = SessionSavedModel(Path(directory), intra_op_threads=intra, inter_op_threads=inter)
     ids = np.array(prompts, dtype=np.int32)
 
     def handle(request: dict[str, Any]) -> dict[str, Any]:
@@ -227,13 +220,14 @@ def serving_worker(
             "lengths": out["lengths"].tolist(),
         }
 
-    return {"op_threads": op_threads}, handle
+    return {"threads": threads}, handle
 
 
 def start_servers(kind: str, root: Path, prompts: np.ndarray, seed: int) -> dict[str, Worker]:
-    """A serving process per module of this kind, and one with a thread per pool for its
-    default module; all loaded before anything is timed."""
-    plan = [(name, name, 0) for name in SERVED[kind]] + [(kind + ONE_THREAD, kind, 1)]
+    """A serving process per module of this kind with the stack's thread pools, and one with
+    TensorFlow's own pools for its default module; all loaded before anything is timed."""
+    stack = stack_thread_pools()
+    plan = [(name, name, stack) for name in SERVED[kind]] + [(kind + TF_POOLS, kind, (0, 0))]
     servers: dict[str, Worker] = {}
     try:
         for side, module, threads in plan:
@@ -243,7 +237,7 @@ def start_servers(kind: str, root: Path, prompts: np.ndarray, seed: int) -> dict
                     "directory": str(root / module),
                     "prompts": prompts.tolist(),
                     "seed": seed,
-                    "op_threads": threads,
+                    "threads": list(threads),
                 },
                 env={"TF_CPP_MIN_LOG_LEVEL": "2"},
             )
@@ -267,15 +261,11 @@ def measure_kind(
     preset: str,
     models: Models,
     root: Path,
-    loaded: Any,
     prompts: np.ndarray,
     seed: int,
     reps: tuple[int, int],
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Both loops and every served side of this kind, timed in turns, per batch size.
-
-    ``loaded``: this kind's default module loaded in this process (the in-process side).
-    """
+    """Both loops and every served side of this kind, timed in turns, per batch size."""
     in_graph_reps, loop_reps = reps
     rows: list[Row] = []
     details: dict[str, Any] = {}
@@ -287,7 +277,6 @@ def measure_kind(
             calls: dict[str, Callable[[], Any]] = {
                 side: partial(server.call, {"batch": batch}) for side, server in servers.items()
             }
-            calls[kind + IN_PROCESS] = served_call(loaded, prompt, seed)
             first_ms: dict[str, float] = {}
             outs: dict[str, dict[str, Any]] = {}
             for side, call in calls.items():  # the first call alone (XLA compiles there)
@@ -389,14 +378,12 @@ def measure_preset(
     log(f"build untrained {preset}-preset models (vocab {vocab_size:,}) and export them")
     models = Models(preset, vocab_size, eos_id, seed)
     root = OUT_DIR / NAME / preset
-    loaded = export_all(models, root)
+    export_all(models, root)
     rows: list[Row] = []
     details: dict[str, Any] = {"parameters": models.parameters}
     try:
         for kind in ("lstm", "gpt2"):
-            kind_rows, kind_details = measure_kind(
-                kind, preset, models, root, loaded[kind], prompts, seed, reps
-            )
+            kind_rows, kind_details = measure_kind(kind, preset, models, root, prompts, seed, reps)
             rows += kind_rows
             details.update(kind_details)
     finally:
@@ -444,11 +431,13 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
         f" {LABELS[GROWING]} = static_cache=False (transformers' layers at every step, the module"
         f" before the static cache)"
     )
+    intra, inter = stack_thread_pools()
     notes.append(
         "ours: each module served by a process of its own (a request is a call there and back"
-        " over a pipe), with TensorFlow's default thread pools (the stack's InferenceOpThreads"
-        f" 0); [{SETTINGS[ONE_THREAD]}]: the same process started with 1;"
-        f" [{SETTINGS[IN_PROCESS]}]: loaded beside the Keras models that run the loops"
+        " over a pipe), with the thread pools that the stack gives every model (intra-op"
+        f" {intra}, inter-op {inter}: template.yaml's InferenceIntraOpThreads and"
+        f" InferenceInterOpThreads); [{SETTINGS[TF_POOLS]}]: the same process started with 0"
+        " and 0 (TensorFlow sizes both pools by the cores)"
     )
     for preset in presets:
         for batch in BATCHES:
@@ -457,7 +446,7 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
                 reference = served[f"{kind}-{preset}-batch{batch}"]
                 differ = [
                     label(side)
-                    for side in [*SERVED[kind][1:], kind + ONE_THREAD, kind + IN_PROCESS]
+                    for side in [*SERVED[kind][1:], kind + TF_POOLS]
                     if any(
                         served[f"{side}-{preset}-batch{batch}"][key] != reference[key]
                         for key in ("tokens", "lengths")

@@ -127,17 +127,24 @@ class SessionSavedModel:
     """
 
     def __init__(
-        self, saved_model_dir: Path, tags: Sequence[str] = ("serve",), *, op_threads: int = 0
+        self,
+        saved_model_dir: Path,
+        tags: Sequence[str] = ("serve",),
+        *,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
     ) -> None:
         import tensorflow as tf
         from tensorflow.python.util import deprecation
 
-        # The model server's --tensorflow_intra_op_parallelism and _inter_op_ (the stack's
-        # InferenceOpThreads); 0 lets TensorFlow size both pools. A process keeps the pools of its
-        # first session or eager context for all the others: one setting per process, and none
-        # once eager TensorFlow has run.
+        # The model server's --tensorflow_intra_op_parallelism and --tensorflow_inter_op_
+        # parallelism (the stack's InferenceIntraOpThreads and InferenceInterOpThreads); 0 lets
+        # TensorFlow size a pool by the cores. A process keeps the pools of its first session or
+        # eager context for all the others: one setting per process, and none once eager
+        # TensorFlow has run.
         config = tf.compat.v1.ConfigProto(
-            intra_op_parallelism_threads=op_threads, inter_op_parallelism_threads=op_threads
+            intra_op_parallelism_threads=intra_op_threads,
+            inter_op_parallelism_threads=inter_op_threads,
         )
         graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=graph, config=config)

@@ -149,7 +149,7 @@ def test_model_versions_rollouts_and_decisions(graphql: GraphQL) -> None:
     versions = {(v["variant"], v["version"]): v for v in data["modelVersions"]}
     assert {("lstm", "v1"), ("gpt2", "v1")} <= set(versions)
     assert versions[("gpt2", "v1")]["kind"] == "gpt2"
-    assert versions[("gpt2", "v1")]["s3Uri"].endswith("models/gpt2/v1/model.tar.gz")
+    assert versions[("gpt2", "v1")]["s3Uri"].endswith("/validated/gpt2/v1/model.tar.gz")
     assert json.loads(versions[("gpt2", "v1")]["offlineMetrics"])  # AWSJSON text
     succeeded = [r for r in data["rollouts"] if r["status"] == "SUCCEEDED"]
     assert {(r["variant"], r["version"]) for r in succeeded} == {("lstm", "v1"), ("gpt2", "v1")}

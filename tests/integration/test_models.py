@@ -17,6 +17,8 @@ import pytest
 import tensorflow as tf
 
 MODELS = ("lstm", "gpt2")
+# (intra-op, inter-op) threads: TensorFlow's own pools, the stack's default, one thread each.
+SETTINGS = ((0, 0), (1, 0), (1, 1))
 
 
 def _load(unpacked: dict[str, Path], model: str) -> Any:
@@ -249,13 +251,16 @@ def test_saved_model_serves_from_a_session_as_tensorflow_serving_loads_it(
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: both settings are one thread")
-def test_a_session_with_one_thread_per_pool_serves_the_same_tokens_on_fewer_threads(
+def test_each_thread_pool_setting_serves_the_same_tokens_and_sizes_its_own_pool(
     unpacked: dict[str, Path], tiny_run: dict[str, Path]
 ) -> None:
-    """``op_threads`` is the model server's thread setting (the stack's InferenceOpThreads).
+    """``intra_op_threads`` and ``inter_op_threads`` are the model server's thread settings
+    (the stack's InferenceIntraOpThreads and InferenceInterOpThreads).
 
     A process's thread pools are those of its first session (or eager context), so each
-    setting is loaded in a fresh process, first thing, and counts the threads it then has.
+    setting is loaded in a fresh process, first thing, and counts the threads it then has:
+    one intra-op thread takes a thread off TensorFlow's default pools, one inter-op thread
+    another.
     """
     rows = _prompts(tiny_run["tokenizer"])[:2]
     width = max(len(row) for row in rows)
@@ -264,15 +269,17 @@ def test_a_session_with_one_thread_per_pool_serves_the_same_tokens_on_fewer_thre
     for model in MODELS:
         directory = unpacked[model] / "model" / "1"
         served = {}
-        for threads in (0, 1):
-            served[threads] = _run_fresh(
+        for intra, inter in SETTINGS:
+            served[intra, inter] = _run_fresh(
                 textwrap.dedent(
                     f"""
                     import json, os
                     from pathlib import Path
                     import numpy as np
                     from tweetgen_build.packaging import SessionSavedModel
-                    loaded = SessionSavedModel(Path({str(directory)!r}), op_threads={threads})
+                    loaded = SessionSavedModel(
+                        Path({str(directory)!r}), intra_op_threads={intra},
+                        inter_op_threads={inter})
                     out = loaded.run("serving_default", {{
                         "input_ids": np.array({ids!r}, np.int32),
                         "attention_mask": np.array({mask!r}, np.int32),
@@ -286,8 +293,9 @@ def test_a_session_with_one_thread_per_pool_serves_the_same_tokens_on_fewer_thre
                 )
             )
         expected = _generate(_load(unpacked, model), rows, new=8, temperature=0.8, seed=5)
-        assert served[0]["tokens"] == served[1]["tokens"] == expected
-        assert served[1]["threads"] < served[0]["threads"]
+        assert [served[setting]["tokens"] for setting in SETTINGS] == [expected] * len(SETTINGS)
+        threads = [served[setting]["threads"] for setting in SETTINGS]
+        assert threads == sorted(threads, reverse=True) and len(set(threads)) == len(SETTINGS)
 
 
 def test_the_build_checks_an_export_as_tensorflow_serving_runs_it(

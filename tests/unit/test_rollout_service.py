@@ -928,7 +928,8 @@ def test_record_a_success_keeps_the_version_and_the_steps(aws: None, tmp_path: P
         "variant": "lstm",
         "version": "v2",
         "kind": "lstm",
-        "s3_uri": "s3://b/k",
+        "s3_uri": "s3://b/models/lstm/v2/model.tar.gz",
+        "model_data_url": "s3://b/validated/lstm/v2/model.tar.gz",
         "metadata": metadata_dict(),
         "key": "models/lstm/v2/model.tar.gz",
     }
@@ -947,6 +948,7 @@ def test_record_a_success_keeps_the_version_and_the_steps(aws: None, tmp_path: P
     assert outcome["status"] == "succeeded" and outcome["duration_s"] == 14.88
     version, started, finished = read_records(log)
     assert version["record"] == "model_version" and version["metrics"]["test_perplexity"] == 85.2
+    assert version["s3_uri"] == "s3://b/validated/lstm/v2/model.tar.gz"
     assert started["record"] == "rollout_started" and started["variant"] == "lstm"
     assert finished["status"] == "succeeded"
     assert finished["steps"] == [

@@ -626,7 +626,9 @@ def record_rollout(
             variant=str(variant),
             version=str(version),
             kind=str(artifact.get("kind", metadata.get("kind", ""))),
-            s3_uri=str(artifact.get("s3_uri", "")),
+            # The validated copy that the version's SageMaker model loads, not the upload, whose
+            # key may since hold other bytes.
+            s3_uri=str(artifact.get("model_data_url") or artifact.get("s3_uri", "")),
             metadata=metadata,
             metrics=metadata.get("metrics") or {},
         )
