@@ -83,9 +83,13 @@ def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     blocks = (tf.shape(logits)[-1] if blocks is None else blocks) // _BLOCK
     grouped = tf.reshape(logits, [-1, blocks, _BLOCK])
     chosen = tf.minimum(k, blocks)
-    _, best = tf.math.top_k(tf.reduce_max(grouped, axis=-1), k=chosen)
+    maxima, best = tf.math.top_k(tf.reduce_max(grouped, axis=-1), k=chosen)
     best = tf.sort(best, axis=-1)
     candidates = tf.reshape(tf.gather(grouped, best, batch_dims=1), [-1, chosen * _BLOCK])
+    # The k chosen blocks each hold a value at least their smallest maximum, so the k largest
+    # values are all at least that: the rest become -inf, which TopK's heap turns away at once.
+    floor = tf.where(k <= blocks, maxima[:, -1:], float("-inf"))
+    candidates = tf.where(candidates >= floor, candidates, float("-inf"))
     values, at = tf.math.top_k(candidates, k=k)
     ids = tf.gather(best, at // _BLOCK, batch_dims=1) * _BLOCK + at % _BLOCK
     return values, ids
