@@ -46,15 +46,10 @@ def ensure_project_importable() -> None:
 def stack_thread_pools() -> tuple[int, int]:
     """The model server's (intra-op, inter-op) threads that a rollout gives each model: the
     defaults of template.yaml's InferenceIntraOpThreads and InferenceInterOpThreads."""
-    ensure_project_importable()
-    sys.path.insert(0, str(REPO_ROOT / "local"))
-    from tweetgen_local.template import load_yaml
+    from tweetgen_local.template import Template
 
-    parameters = load_yaml((REPO_ROOT / "template.yaml").read_text())["Parameters"]
-    return (
-        int(parameters["InferenceIntraOpThreads"]["Default"]),
-        int(parameters["InferenceInterOpThreads"]["Default"]),
-    )
+    values = Template.load(REPO_ROOT / "template.yaml").parameter_values()
+    return int(values["InferenceIntraOpThreads"]), int(values["InferenceInterOpThreads"])
 
 
 class Row(TypedDict):

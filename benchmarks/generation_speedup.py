@@ -21,8 +21,7 @@ load on a shared machine falls on both sides of a ratio.
 GPT-2 is exported three ways against the same loops: the library's default module (static
 key/value cache, no XLA), the same with its decoding step compiled by XLA (``jit_compile=True``,
 an export option that the model server must allow), and with transformers' growing cache (the
-module before the static cache). Only the modules served with the default pools in processes
-of their own carry the goal.
+module before the static cache). Only the modules served with the stack's pools carry the goal.
 """
 
 from __future__ import annotations
@@ -200,17 +199,23 @@ def served_call(loaded: Any, prompt: np.ndarray, seed: int) -> Callable[[], dict
     return partial(loaded.run, "serving_default", arrays)
 
 
+def load_served(directory: str, threads: list[int]) -> Any:
+    """A SavedModel loaded as TensorFlow Serving loads it, with (intra-op, inter-op) threads:
+    in a process of its own, whose pools these become."""
+    ensure_project_importable()
+    from tweetgen_build.packaging import SessionSavedModel
+
+    intra, inter = threads
+    return SessionSavedModel(Path(directory), intra_op_threads=intra, inter_op_threads=inter)
+
+
 def serving_worker(
     directory: str, prompts: list[list[int]], seed: int, threads: list[int]
 ) -> tuple[dict[str, Any], Handler]:
     """A model server's process (``benchmarks.common.Worker``): one SavedModel loaded as
     TensorFlow Serving loads it, with its thread pools; a request names the batch size and is
     answered with the generated tokens."""
-    ensure_project_importable()
-    from tweetgen_build.packaging import SessionSavedModel
-
-    intra, inter = threads
-    loaded = SessionSavedModel(Path(directory), intra_op_threads=intra, inter_op_threads=inter)
+    loaded = load_served(directory, threads)
     ids = np.array(prompts, dtype=np.int32)
 
     def handle(request: dict[str, Any]) -> dict[str, Any]:

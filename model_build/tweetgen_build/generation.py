@@ -72,7 +72,8 @@ def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     TensorFlow's TopK over a whole vocabulary costs more than the vocabulary head itself at
     batch 8. The k largest values all lie in the k blocks (of ``_BLOCK`` ids) with the largest
     maxima, so: the maximum of every block, the top k of those, then the top k of those blocks'
-    ids. Blocks are taken in id order, so equal values come out lowest id first, as with
+    ids (those below the k-th largest maximum first set to -inf: none is among the k largest).
+    Blocks are taken in id order, so equal values come out lowest id first, as with
     ``tf.math.top_k``; the answer differs only if values tie exactly at the k-th place. When k
     is at least the number of blocks, every block is a candidate (no branch: this runs once
     per generated token, inside the loop). With a vocabulary size known when the graph is
@@ -87,9 +88,10 @@ def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     best = tf.sort(best, axis=-1)
     candidates = tf.reshape(tf.gather(grouped, best, batch_dims=1), [-1, chosen * _BLOCK])
     # The k chosen blocks each hold a value at least their smallest maximum, so the k largest
-    # values are all at least that: the rest become -inf, which TopK's heap turns away at once.
+    # values are all at least that: those below it become -inf, which TopK's heap turns away
+    # at once (a NaN is never below anything, so it stays as it was).
     floor = tf.where(k <= blocks, maxima[:, -1:], float("-inf"))
-    candidates = tf.where(candidates >= floor, candidates, float("-inf"))
+    candidates = tf.where(candidates < floor, float("-inf"), candidates)
     values, at = tf.math.top_k(candidates, k=k)
     ids = tf.gather(best, at // _BLOCK, batch_dims=1) * _BLOCK + at % _BLOCK
     return values, ids

@@ -137,9 +137,9 @@ class SessionSavedModel:
         import tensorflow as tf
         from tensorflow.python.util import deprecation
 
-        # The model server's --tensorflow_intra_op_parallelism and --tensorflow_inter_op_
-        # parallelism (the stack's InferenceIntraOpThreads and InferenceInterOpThreads); 0 lets
-        # TensorFlow size a pool by the cores. A process keeps the pools of its first session or
+        # The model server's flags --tensorflow_intra_op_parallelism and
+        # --tensorflow_inter_op_parallelism (the stack's InferenceIntraOpThreads and
+        # InferenceInterOpThreads); 0 lets TensorFlow size a pool by the cores. A process keeps the pools of its first session or
         # eager context for all the others: one setting per process, and none once eager
         # TensorFlow has run.
         config = tf.compat.v1.ConfigProto(

@@ -134,14 +134,18 @@ def test_top_k_candidates_equal_tf_top_k() -> None:
         expected_values, expected_ids = tf.math.top_k(logits, k=k)
         np.testing.assert_array_equal(values.numpy(), expected_values.numpy())
         np.testing.assert_array_equal(ids.numpy(), expected_ids.numpy())
-    # Mostly -inf (a widened head's extra ids), and a top k that spans few blocks.
-    sparse = np.full((2, 8000), -np.inf, np.float32)
+    # Mostly -inf: a row with 100 finite values, one whose top k lies in a single block, and
+    # one with fewer than k finite values (the k-th largest block maximum is -inf).
+    sparse = np.full((3, 8000), -np.inf, np.float32)
     sparse[:, rng.choice(8000, size=100, replace=False)] = rng.normal(size=100)
     sparse[1, :16] = 50.0 + np.arange(16)
+    sparse[2] = -np.inf
+    sparse[2, rng.choice(8000, size=10, replace=False)] = rng.normal(size=10)
     values, ids = top_k_candidates(tf.constant(sparse), tf.constant(40))
     expected_values, expected_ids = tf.math.top_k(sparse, k=40)
     np.testing.assert_array_equal(values.numpy(), expected_values.numpy())
-    np.testing.assert_array_equal(ids.numpy(), expected_ids.numpy())
+    np.testing.assert_array_equal(ids.numpy()[:, :10], expected_ids.numpy()[:, :10])
+    np.testing.assert_array_equal(ids.numpy()[:2], expected_ids.numpy()[:2])
     # Ties: equal values come out lowest id first, as with tf.math.top_k.
     flat = tf.zeros([2, 1000])
     _, ids = top_k_candidates(flat, tf.constant(20))

@@ -627,7 +627,8 @@ def record_rollout(
             version=str(version),
             kind=str(artifact.get("kind", metadata.get("kind", ""))),
             # The validated copy that the version's SageMaker model loads, not the upload, whose
-            # key may since hold other bytes.
+            # key may since hold other bytes (the upload's key only for an execution started
+            # before Validate returned the copy's URL).
             s3_uri=str(artifact.get("model_data_url") or artifact.get("s3_uri", "")),
             metadata=metadata,
             metrics=metadata.get("metrics") or {},
