@@ -377,6 +377,37 @@ class BatchingConfig:
         )
 
 
+@dataclass(frozen=True)
+class ThreadPools:
+    """The model server's thread pools: TensorFlow Serving's ``--tensorflow_intra_op_parallelism``
+    and ``--tensorflow_inter_op_parallelism``, which the container takes from
+    ``SAGEMAKER_TFS_INTRA_OP_PARALLELISM`` and ``SAGEMAKER_TFS_INTER_OP_PARALLELISM``; 0 lets
+    TensorFlow size a pool by the cores.
+
+    TensorFlow gives every session of a process the pools of its first session or eager
+    context, so here they take effect only when the model is the first TensorFlow work of the
+    process (``tweetgen local up``'s), and are the pools of every model it serves after.
+    """
+
+    intra_op: int = 0
+    inter_op: int = 0
+
+    @classmethod
+    def from_environment(cls, environment: Mapping[str, str]) -> ThreadPools:
+        """The container's variables (a model's ``PrimaryContainer.Environment``); unset = 0."""
+        counts: list[int] = []
+        for name in ("SAGEMAKER_TFS_INTRA_OP_PARALLELISM", "SAGEMAKER_TFS_INTER_OP_PARALLELISM"):
+            raw = environment.get(name, "0")
+            try:
+                count = int(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a whole number of threads, not {raw!r}") from None
+            if count < 0:
+                raise ValueError(f"{name} must be 0 (TensorFlow's choice) or more, not {count}")
+            counts.append(count)
+        return cls(*counts)
+
+
 @dataclass
 class BatchStats:
     """What the batcher did: SavedModel calls, requests, and requests that shared a call."""
@@ -562,12 +593,16 @@ class TFServingPredict:
         model_name: str | None = None,
         *,
         batching: BatchingConfig | None = None,
+        threads: ThreadPools | None = None,
     ) -> None:
         import tensorflow as tf
         from tweetgen_build.packaging import SessionSavedModel
 
         self._tf = tf
-        self.loaded = SessionSavedModel(saved_model_dir)
+        pools = threads or ThreadPools()
+        self.loaded = SessionSavedModel(
+            saved_model_dir, intra_op_threads=pools.intra_op, inter_op_threads=pools.inter_op
+        )
         self.model_name = model_name or saved_model_dir.parent.name
         self.model_version = saved_model_dir.name
         self.batching = batching
@@ -763,7 +798,8 @@ class ServedModel:
     ``rest_port``/``grpc_port`` only shape the ``context.rest_uri``/``grpc_port`` handed to a
     handler pair (their TFS calls are answered in-process); an artifact with a single
     ``handler`` gets a real TFS REST port on 127.0.0.1, since such handlers POST themselves.
-    ``batching`` turns on dynamic batching of TFS predict calls (see :class:`BatchingConfig`).
+    ``batching`` turns on dynamic batching of TFS predict calls (see :class:`BatchingConfig`);
+    ``threads`` are the model server's pools (see :class:`ThreadPools`).
     Call :meth:`close` when done (it stops that port and forgets the artifact's modules).
     """
 
@@ -774,11 +810,12 @@ class ServedModel:
         grpc_port: int = 9000,
         *,
         batching: BatchingConfig | None = None,
+        threads: ThreadPools | None = None,
     ) -> None:
         self.root = root
         version_dir = find_saved_model(root)
         self.tfs = TFServingPredict(
-            version_dir, _tfs_model_name(root, version_dir), batching=batching
+            version_dir, _tfs_model_name(root, version_dir), batching=batching, threads=threads
         )
         self.grpc_port = str(grpc_port)
         self.imports: ArtifactImports | None = None
@@ -1414,6 +1451,7 @@ class LocalHosting:
             ) from None
         try:
             batching = BatchingConfig.from_environment(source.environment)
+            threads = ThreadPools.from_environment(source.environment)
         except ValueError as exc:
             raise _LoadFailure(str(exc)) from None
         if "SAGEMAKER_TFS_ENABLE_BATCHING" not in source.environment:
@@ -1426,7 +1464,7 @@ class LocalHosting:
                 return existing
         root, sha256 = self._artifact_root(bucket, key, etag, source.model_data_url)
         try:
-            served = ServedModel(root / "model", batching=batching)
+            served = ServedModel(root / "model", batching=batching, threads=threads)
         except HandlerImportError as exc:
             raise _LoadFailure(str(exc)) from None
         except Exception as exc:
@@ -1651,6 +1689,7 @@ __all__ = [
     "LocalHosting",
     "ServedModel",
     "TFServingPredict",
+    "ThreadPools",
     "find_saved_model",
     "parse_tfs_attributes",
 ]

@@ -304,6 +304,36 @@ def test_each_thread_pool_setting_serves_the_same_tokens_and_sizes_its_own_pool(
         assert rest[0, 0] == rest[0, 1] > rest[1, 0] == rest[1, 1]
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every setting is one thread")
+def test_the_local_endpoint_serves_a_model_with_its_containers_thread_pools(
+    unpacked: dict[str, Path],
+) -> None:
+    """The local stack reads a model's SAGEMAKER_TFS_*_OP_PARALLELISM as the container does; in
+    a process whose first TensorFlow work is that model (``tweetgen local up``'s), its pools
+    are the model server's."""
+    root = unpacked["lstm"]
+    counted = {}
+    for environment in ({}, {"SAGEMAKER_TFS_INTER_OP_PARALLELISM": "1"}):
+        counted[len(environment)] = _run_fresh(
+            textwrap.dedent(
+                f"""
+                import json, os
+                from pathlib import Path
+                from tweetgen_local.hosting import ServedModel, ThreadPools
+                served = ServedModel(
+                    Path({str(root)!r}), threads=ThreadPools.from_environment({environment!r}))
+                answer = served.invoke(json.dumps({{"inputs": "i love",
+                                                  "parameters": {{"max_new_tokens": 4}}}}).encode())
+                names = [open(f"/proc/self/task/{{task}}/comm").read().strip()
+                         for task in os.listdir("/proc/self/task")]
+                print(json.dumps({{"status": answer.status, "inter": names.count("tf_Compute")}}))
+                """
+            )
+        )
+    assert counted[0]["status"] == counted[1]["status"] == 200
+    assert counted[0]["inter"] > counted[1]["inter"] == 1
+
+
 def test_the_build_checks_an_export_as_tensorflow_serving_runs_it(
     unpacked: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -483,6 +483,12 @@ def test_batching_follows_the_container_environment(stack: Stack) -> None:
     assert variant["batching"]["requests"] == 1
 
 
+def test_a_model_with_unusable_thread_settings_is_not_served(stack: Stack) -> None:
+    model = stack.model("m-threads", "plus3", {"SAGEMAKER_TFS_INTRA_OP_PARALLELISM": "all"})
+    failure = stack.hosting.prepare(stack.config("threads-1", {"only": (model, 1.0)}))
+    assert failure is not None and "SAGEMAKER_TFS_INTRA_OP_PARALLELISM" in failure
+
+
 def test_close_frees_the_port(stack: Stack, ab: str) -> None:
     stack.invoke(ab)  # leaves a kept-alive connection open
     port = stack.server.port

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import tensorflow as tf
-from tweetgen_local.hosting import BatchingConfig, HandlerImportError, ServedModel
+from tweetgen_local.hosting import BatchingConfig, HandlerImportError, ServedModel, ThreadPools
 
 
 def _save_half_plus(directory: Path, offset: float) -> None:
@@ -478,3 +478,15 @@ def test_batching_settings_come_from_the_container_environment() -> None:
     assert config == BatchingConfig(max_batch_size=16, batch_timeout_s=0.005, num_batch_threads=3)
     with pytest.raises(ValueError, match="'true' or 'false'"):
         BatchingConfig.from_environment({"SAGEMAKER_TFS_ENABLE_BATCHING": "yes"})
+
+
+def test_thread_pools_come_from_the_container_environment() -> None:
+    assert ThreadPools.from_environment({}) == ThreadPools(0, 0)
+    pools = ThreadPools.from_environment(
+        {"SAGEMAKER_TFS_INTRA_OP_PARALLELISM": "1", "SAGEMAKER_TFS_INTER_OP_PARALLELISM": "0"}
+    )
+    assert pools == ThreadPools(intra_op=1, inter_op=0)
+    with pytest.raises(ValueError, match=r"SAGEMAKER_TFS_INTRA_OP_PARALLELISM .* 'two'"):
+        ThreadPools.from_environment({"SAGEMAKER_TFS_INTRA_OP_PARALLELISM": "two"})
+    with pytest.raises(ValueError, match=r"SAGEMAKER_TFS_INTER_OP_PARALLELISM .* -1"):
+        ThreadPools.from_environment({"SAGEMAKER_TFS_INTER_OP_PARALLELISM": "-1"})
