@@ -965,8 +965,12 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
     return values
 
 
-def running_stack(state_dir: Path, timeout: float = 1.0) -> dict[str, Any] | None:
-    """The local stack's endpoints.json when it exists and its AWS endpoint answers."""
+def running_stack(state_dir: Path, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The local stack's endpoints.json when it exists and its AWS endpoint answers.
+
+    A stack that is not running refuses the connection at once; ``timeout`` only bounds the
+    wait for one that is busy (loading a model, say), which must not be taken for gone.
+    """
     import urllib.error
     import urllib.request
 
