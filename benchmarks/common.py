@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import json
@@ -43,6 +44,7 @@ def ensure_project_importable() -> None:
             sys.path.insert(0, str(REPO_ROOT / sub))
 
 
+@functools.cache
 def stack_thread_pools() -> tuple[int, int]:
     """The model server's (intra-op, inter-op) threads that a rollout gives each model: the
     defaults of template.yaml's InferenceIntraOpThreads and InferenceInterOpThreads."""

@@ -43,6 +43,14 @@ from benchmarks.common import (
     progress,
     stack_thread_pools,
 )
+from benchmarks.generation_speedup import (
+    LABELS,
+    VOCAB_SIZE,
+    Models,
+    load_prompts,
+    load_served,
+    served_call,
+)
 
 NAME = "serving_threads"
 KINDS = ("lstm", "gpt2")
@@ -66,8 +74,6 @@ def server(
     ``"seconds"`` too, that many threads send such requests back to back and it answers the
     requests per second.
     """
-    from benchmarks.generation_speedup import load_served, served_call
-
     loaded = load_served(directory, threads)
     ids = np.array(prompts, dtype=np.int32)
 
@@ -171,7 +177,6 @@ def rows_of(
     stack: tuple[int, int],
 ) -> list[Row]:
     """Each setting other than TensorFlow's own pools against those pools."""
-    label = {"lstm": "LSTM", "gpt2": "GPT-2"}[kind]
     base = f"{TF_POOLS[0]},{TF_POOLS[1]}"
     baseline_name = setting_name(TF_POOLS, stack)
     rows: list[Row] = []
@@ -183,7 +188,7 @@ def rows_of(
         for batch in BATCHES:
             batch_figures = figures[f"batch{batch}"]
             prompts = "1 prompt" if batch == 1 else f"{batch} prompts"
-            subject = f"{label} {preset} ({parameters:,} params), {name}"
+            subject = f"{LABELS[kind]} {preset} ({parameters:,} params), {name}"
             rows.append(
                 make_row(
                     NAME,
@@ -212,8 +217,6 @@ def rows_of(
 def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> BenchResult:
     ensure_project_importable()
     from tweetgen_build.packaging import export_saved_model
-
-    from benchmarks.generation_speedup import VOCAB_SIZE, Models, load_prompts
 
     started = time.perf_counter()
     stack = stack_thread_pools()

@@ -20,6 +20,12 @@ MODELS = ("lstm", "gpt2")
 # (intra-op, inter-op) threads: TensorFlow's own pools, the stack's default, one inter-op thread
 # alone, one thread each.
 SETTINGS = ((0, 0), (1, 0), (0, 1), (1, 1))
+# In a fresh process's script: the names of its threads (TensorFlow's inter-op pool's are
+# "tf_Compute").
+THREAD_NAMES = (
+    'names = [open(f"/proc/self/task/{task}/comm").read().strip()'
+    ' for task in os.listdir("/proc/self/task")]'
+)
 
 
 def _load(unpacked: dict[str, Path], model: str) -> Any:
@@ -286,8 +292,7 @@ def test_each_thread_pool_setting_serves_the_same_tokens_and_sizes_its_own_pool(
                         "attention_mask": np.array({mask!r}, np.int32),
                         "max_new_tokens": np.int32(8), "temperature": np.float32(0.8),
                         "top_k": np.int32(40), "seed": np.int64(5)}})
-                    names = [open(f"/proc/self/task/{{task}}/comm").read().strip()
-                             for task in os.listdir("/proc/self/task")]
+                    {THREAD_NAMES}
                     print(json.dumps({{
                         "tokens": [row[:n].tolist() for row, n
                                    in zip(out["generated_ids"], out["lengths"])],
@@ -324,8 +329,7 @@ def test_the_local_endpoint_serves_a_model_with_its_containers_thread_pools(
                     Path({str(root)!r}), threads=ThreadPools.from_environment({environment!r}))
                 answer = served.invoke(json.dumps({{"inputs": "i love",
                                                   "parameters": {{"max_new_tokens": 4}}}}).encode())
-                names = [open(f"/proc/self/task/{{task}}/comm").read().strip()
-                         for task in os.listdir("/proc/self/task")]
+                {THREAD_NAMES}
                 print(json.dumps({{"status": answer.status, "inter": names.count("tf_Compute")}}))
                 """
             )
