@@ -373,7 +373,12 @@ def test_the_build_checks_an_export_as_tensorflow_serving_runs_it(
 
 @pytest.fixture(scope="module")
 def random_gpt2() -> Any:
-    """A small random GPT-2 (no training): the decoding paths must agree on any weights."""
+    """A small random GPT-2 (no training): the decoding paths must agree on any weights.
+
+    A new model's layer norms are the identity (scale 1, offset 0) and its biases 0, which a
+    decoding step that dropped or misplaced any of them would still match: all of them get
+    random values here.
+    """
     import keras
     from tweetgen_build.gpt2 import GPT2Settings, build_gpt2
 
@@ -381,7 +386,15 @@ def random_gpt2() -> Any:
     settings = GPT2Settings(
         vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2, dropout=0.0
     )
-    return build_gpt2(settings)
+    model = build_gpt2(settings)
+    rng = np.random.default_rng(5)
+    for weight in model.weights:
+        name = weight.name.split("/")[-1]
+        if name.startswith("gamma"):
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(np.float32))
+        elif name.startswith(("beta", "bias")):
+            weight.assign(rng.normal(0.0, 0.5, weight.shape).astype(np.float32))
+    return model
 
 
 def _module_generate(
