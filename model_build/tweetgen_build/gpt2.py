@@ -19,6 +19,7 @@ from tweetgen_build.generation import (
     GeneratorServing,
     Head,
     Unsaved,
+    block_width,
     left_pad_positions,
     sampling_head,
     widen_logits,
@@ -409,6 +410,11 @@ class GPT2Serving(GeneratorServing):
             lambda: tf.matmul(hidden, weights),
             lambda: tf.matmul(hidden, weights, transpose_b=True),
         )
+        # The branches' kernels have different shapes ([d, width] and [width, d]), so the cond
+        # leaves the logits' width unknown when the graph is built; unknown, it made the
+        # sampler pad the logits and compute its blocks' shapes at every token (about a dozen
+        # operations, one of them a copy of the logits).
+        product.set_shape([None, block_width(self.model.config.vocab_size)])
         return with_bias(product, head)
 
     def _decoding(self, attention_mask: tf.Tensor, slots: tf.Tensor) -> _Decoding:

@@ -556,6 +556,29 @@ def test_gpt2_tables_above_the_limit_decode_unwidened_to_the_same_tokens(
             )
 
 
+@pytest.mark.parametrize("vocab", [300, 320])
+def test_gpt2_decoding_logits_have_their_width_when_the_graph_is_built(vocab: int) -> None:
+    """The sampler's blocks come from the logits' static width: an unknown one made it pad the
+    logits and compute its shapes at every generated token. Both kinds of head: one widened to
+    whole blocks (300 ids) and one already of whole blocks (320, as the default 8,000)."""
+    from tweetgen_build.generation import block_width
+    from tweetgen_build.gpt2 import GPT2Serving, GPT2Settings, build_gpt2
+
+    settings = GPT2Settings(vocab_size=vocab, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    module = GPT2Serving(build_gpt2(settings), eos_id=0)
+    widths = []
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2)
+    def decode(ids: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        logits, cache = module.generation_prefill(ids, mask, tf.constant(4))
+        next_logits, _ = module.step(tf.zeros_like(ids[:, 0]), cache)
+        widths.extend([logits.shape[-1], next_logits.shape[-1]])
+        return next_logits
+
+    decode.get_concrete_function()
+    assert widths == [block_width(vocab)] * 2
+
+
 def test_gpt2_cache_bucket_is_one_slot_without_xla(random_gpt2: Any) -> None:
     from tweetgen_build.gpt2 import CACHE_BUCKET, GPT2Serving
 
