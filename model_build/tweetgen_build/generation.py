@@ -85,7 +85,9 @@ def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     grouped = tf.reshape(logits, [-1, blocks, _BLOCK])
     chosen = tf.minimum(k, blocks)
     maxima, best = tf.math.top_k(tf.reduce_max(grouped, axis=-1), k=chosen)
-    best = tf.sort(best, axis=-1)
+    # The chosen blocks in id order: TopK of the negated ids (tf.sort adds shape operations
+    # around the same TopK, at every token).
+    best = -tf.math.top_k(-best, k=chosen).values
     candidates = tf.reshape(tf.gather(grouped, best, batch_dims=1), [-1, chosen * _BLOCK])
     # The k chosen blocks each hold a value at least their smallest maximum, so the k largest
     # values are all at least that: those below it become -inf, which TopK's heap turns away

@@ -100,7 +100,9 @@ class LSTMServing(GeneratorServing):
     def step(self, token: tf.Tensor, cache: Any) -> tuple[tf.Tensor, Any]:
         previous, head = cache
         # One token: call each layer's cell directly (the layer would run a whole RNN loop).
-        x = self.model.embedding(token)
+        # The rows of the embedding variable (one ResourceGather): the layer's call also maps
+        # negative ids, four more operations per token for ids that are never negative.
+        x = tf.gather(self.model.embedding.embeddings.value, token)
         states: list[tf.Tensor] = []
         for index, rnn in enumerate(self.model.rnns):
             x, (h, c) = rnn.cell(x, list(previous[2 * index : 2 * index + 2]), training=False)
