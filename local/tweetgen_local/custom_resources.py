@@ -13,10 +13,11 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tweetgen_local.functions import FunctionPool
+from tweetgen_local.http_server import LocalHTTPServer
 from tweetgen_local.template import ResolveContext, Template, TemplateError, resolve
 
 __all__ = ["CUSTOM_RESOURCE_TYPES", "CustomResourceFailed", "run_custom_resources"]
@@ -32,9 +33,7 @@ def is_custom_resource(resource_type: str) -> bool:
     return resource_type.startswith("Custom::") or resource_type in CUSTOM_RESOURCE_TYPES
 
 
-class _Answers(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Answers(LocalHTTPServer):
     def __init__(self, host: str) -> None:
         super().__init__((host, 0), _AnswerHandler)
         self.received: dict[str, dict[str, Any]] = {}

@@ -27,7 +27,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -55,6 +55,7 @@ from graphql import (
     validate,
 )
 from tweetgen_local.functions import InvocationResult
+from tweetgen_local.http_server import LocalHTTPServer
 from tweetgen_local.template import ResolveContext, Template, TemplateError, resolve
 
 __all__ = [
@@ -376,8 +377,7 @@ class _Route:
     methods: tuple[str, ...]
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _HttpServer(LocalHTTPServer):
     site: LocalWebServer
 
 

@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -60,6 +60,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import requests
 from tweetgen_build.errors import error_line
+
+from tweetgen_local.http_server import LocalHTTPServer
 
 LOG = logging.getLogger(__name__)
 
@@ -761,8 +763,7 @@ class _TFSRestServer:
             def log_message(self, format: str, *args: Any) -> None:
                 LOG.debug("tfs rest: " + format, *args)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = LocalHTTPServer(("127.0.0.1", 0), Handler)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever,

@@ -32,12 +32,13 @@ import socket
 import threading
 import uuid
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from tweetgen_local.hosting import HostingError, LocalHosting
+from tweetgen_local.http_server import LocalHTTPServer
 
 LOG = logging.getLogger(__name__)
 
@@ -78,10 +79,8 @@ def model_error(
     }
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(LocalHTTPServer):
     """Remembers open connections so that closing the server ends keep-alive ones too."""
-
-    daemon_threads = True
 
     def __init__(self, address: tuple[str, int], runtime: RuntimeServer) -> None:
         self.runtime = runtime

@@ -28,11 +28,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tweetgen_local.functions import FunctionPool, InvocationResult, error_shape
+from tweetgen_local.http_server import LocalHTTPServer
 from tweetgen_local.template import (
     SERVERLESS_FUNCTION,
     EventSpec,
@@ -1318,8 +1319,7 @@ class ApiGateway:
         return event, request_id
 
 
-class _ApiHttpServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _ApiHttpServer(LocalHTTPServer):
     gateway: ApiGateway
 
 
