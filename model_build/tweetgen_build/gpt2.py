@@ -422,9 +422,9 @@ class GPT2Serving(GeneratorServing):
         main = self.model.transformer
         batch = tf.shape(attention_mask)[0]
         # The attention's 1/sqrt(head_dim) goes into the queries' columns of c_attn.
-        width = self.n_head * self.head_dim
+        n_embd = self.n_head * self.head_dim
         query_scale = tf.concat(
-            [tf.fill([width], 1.0 / float(self.head_dim) ** 0.5), tf.ones([2 * width])], 0
+            [tf.fill([n_embd], 1.0 / float(self.head_dim) ** 0.5), tf.ones([2 * n_embd])], 0
         )
         blocks = tuple(
             _Block(
