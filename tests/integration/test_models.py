@@ -265,7 +265,8 @@ def test_each_thread_pool_setting_serves_the_same_tokens_and_sizes_its_own_pool(
     (the stack's InferenceIntraOpThreads and InferenceInterOpThreads).
 
     A process's thread pools are those of its first session (or eager context), so each
-    setting is loaded in a fresh process, first thing, and counts the threads it then has.
+    setting is loaded in a fresh process, first thing, and counts the threads it then has;
+    both models are served there (the second session gets the first one's pools).
     TensorFlow names its inter-op pool's threads ``tf_Compute``: one inter-op thread leaves one
     of them, whatever the intra-op setting; one intra-op thread takes a thread off the others.
     """
@@ -273,40 +274,43 @@ def test_each_thread_pool_setting_serves_the_same_tokens_and_sizes_its_own_pool(
     width = max(len(row) for row in rows)
     ids = [[0] * (width - len(row)) + row for row in rows]
     mask = [[0] * (width - len(row)) + [1] * len(row) for row in rows]
-    for model in MODELS:
-        directory = unpacked[model] / "model" / "1"
-        served = {}
-        for intra, inter in SETTINGS:
-            served[intra, inter] = _run_fresh(
-                textwrap.dedent(
-                    f"""
-                    import json, os
-                    from pathlib import Path
-                    import numpy as np
-                    from tweetgen_build.packaging import SessionSavedModel
+    directories = {model: str(unpacked[model] / "model" / "1") for model in MODELS}
+    served = {}
+    for intra, inter in SETTINGS:
+        served[intra, inter] = _run_fresh(
+            textwrap.dedent(
+                f"""
+                import json, os
+                from pathlib import Path
+                import numpy as np
+                from tweetgen_build.packaging import SessionSavedModel
+                tokens = {{}}
+                for model, directory in {directories!r}.items():
                     loaded = SessionSavedModel(
-                        Path({str(directory)!r}), intra_op_threads={intra},
-                        inter_op_threads={inter})
+                        Path(directory), intra_op_threads={intra}, inter_op_threads={inter})
                     out = loaded.run("serving_default", {{
                         "input_ids": np.array({ids!r}, np.int32),
                         "attention_mask": np.array({mask!r}, np.int32),
                         "max_new_tokens": np.int32(8), "temperature": np.float32(0.8),
                         "top_k": np.int32(40), "seed": np.int64(5)}})
-                    {THREAD_NAMES}
-                    print(json.dumps({{
-                        "tokens": [row[:n].tolist() for row, n
-                                   in zip(out["generated_ids"], out["lengths"])],
-                        "inter": names.count("tf_Compute"),
-                        "other": len(names) - names.count("tf_Compute")}}))
-                    """
-                )
+                    tokens[model] = [
+                        row[:n].tolist() for row, n in zip(out["generated_ids"], out["lengths"])]
+                {THREAD_NAMES}
+                print(json.dumps({{
+                    "tokens": tokens,
+                    "inter": names.count("tf_Compute"),
+                    "other": len(names) - names.count("tf_Compute")}}))
+                """
             )
+        )
+    for model in MODELS:
         expected = _generate(_load(unpacked, model), rows, new=8, temperature=0.8, seed=5)
-        assert [served[setting]["tokens"] for setting in SETTINGS] == [expected] * len(SETTINGS)
-        pool = {setting: served[setting]["inter"] for setting in SETTINGS}
-        rest = {setting: served[setting]["other"] for setting in SETTINGS}
-        assert pool[0, 0] == pool[1, 0] > pool[0, 1] == pool[1, 1] == 1
-        assert rest[0, 0] == rest[0, 1] > rest[1, 0] == rest[1, 1]
+        tokens = [served[setting]["tokens"][model] for setting in SETTINGS]
+        assert tokens == [expected] * len(SETTINGS), model
+    pool = {setting: served[setting]["inter"] for setting in SETTINGS}
+    rest = {setting: served[setting]["other"] for setting in SETTINGS}
+    assert pool[0, 0] == pool[1, 0] > pool[0, 1] == pool[1, 1] == 1
+    assert rest[0, 0] == rest[0, 1] > rest[1, 0] == rest[1, 1]
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every setting is one thread")
