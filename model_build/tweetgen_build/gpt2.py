@@ -136,16 +136,11 @@ WIDEN_MAX_ELEMENTS = 1 << 22
 Pair = tuple[tf.Tensor, tf.Tensor]
 
 
-def _normalize(x: tf.Tensor, epsilon: float) -> tf.Tensor:
-    """A layer norm without its scale and offset (those are folded into what follows it)."""
-    centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
-    variance = tf.reduce_mean(centered * centered, axis=-1, keepdims=True)
-    return centered * tf.math.rsqrt(variance + epsilon)
-
-
 def _layer_norm(x: tf.Tensor, norm: Pair, epsilon: float) -> tf.Tensor:
     gamma, beta = norm
-    return _normalize(x, epsilon) * gamma + beta
+    centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+    variance = tf.reduce_mean(centered * centered, axis=-1, keepdims=True)
+    return centered * tf.math.rsqrt(variance + epsilon) * gamma + beta
 
 
 def _value(variable: Any) -> tf.Tensor:
@@ -160,17 +155,6 @@ def _conv1d(layer: Any) -> Pair:
 def _norm(layer: Any) -> Pair:
     """A layer norm's (gamma, beta) values."""
     return _value(layer.gamma), _value(layer.beta)
-
-
-def _folded(norm: Pair, linear: Pair, scale: tf.Tensor | float = 1.0) -> Pair:
-    """A linear layer that takes a layer norm's output, with the norm's scale and offset (and a
-    factor per output column) folded into its kernel and bias: (n * gamma + beta) @ W + b is
-    n @ (gamma[:, None] * W) + (beta @ W + b). Made once per request; two operations fewer per
-    norm and token."""
-    gamma, beta = norm
-    kernel, bias = linear
-    bias = tf.linalg.matvec(kernel, beta, transpose_a=True) + bias
-    return gamma[:, None] * kernel * scale, bias * scale
 
 
 def _bias_rows(linear: Pair, batch: tf.Tensor) -> Pair:
@@ -219,9 +203,11 @@ def _softmax(x: tf.Tensor) -> tf.Tensor:
 class _Block(NamedTuple):
     """One block's weights for the decoding step, each bias as rows of the batch (_apply)."""
 
-    attention: Pair  # ln_1's scale and offset folded in, the queries' columns scaled (_folded)
+    norm_1: Pair
+    attention: Pair
     projection: Pair
-    feed_forward: Pair  # ln_2's scale and offset folded in
+    norm_2: Pair
+    feed_forward: Pair
     output: Pair
 
 
@@ -421,18 +407,13 @@ class GPT2Serving(GeneratorServing):
         """The request's constants for every decoding step (see ``_Decoding``)."""
         main = self.model.transformer
         batch = tf.shape(attention_mask)[0]
-        # The attention's 1/sqrt(head_dim) goes into the queries' columns of c_attn.
-        n_embd = self.n_head * self.head_dim
-        query_scale = tf.concat(
-            [tf.fill([n_embd], 1.0 / float(self.head_dim) ** 0.5), tf.ones([2 * n_embd])], 0
-        )
         blocks = tuple(
             _Block(
-                _bias_rows(
-                    _folded(_norm(block.ln_1), _conv1d(block.attn.c_attn), query_scale), batch
-                ),
+                _norm(block.ln_1),
+                _bias_rows(_conv1d(block.attn.c_attn), batch),
                 _bias_rows(_conv1d(block.attn.c_proj), batch),
-                _bias_rows(_folded(_norm(block.ln_2), _conv1d(block.mlp.c_fc)), batch),
+                _norm(block.ln_2),
+                _bias_rows(_conv1d(block.mlp.c_fc), batch),
                 _bias_rows(_conv1d(block.mlp.c_proj), batch),
             )
             for block in main.h
@@ -483,9 +464,7 @@ class GPT2Serving(GeneratorServing):
         """One token through every block, its key and value written into cache slot ``slot``.
 
         The same computation as transformers' TFBlock (pre-norm attention and MLP, tanh GELU),
-        on the same weights, for a single position, read from the request's ``_Decoding``: each
-        block's two layer norms only normalize, their scale and offset being folded into the
-        linear layer that follows them (``_folded``).
+        on the same weights, for a single position, read from the request's ``_Decoding``.
         """
         main = self.model.transformer
         position = last_position + 1
@@ -498,21 +477,22 @@ class GPT2Serving(GeneratorServing):
         heads = [-1, self.n_head, self.head_dim]
         new_keys: list[tf.Tensor] = []
         new_values: list[tf.Tensor] = []
+        scale = 1.0 / float(self.head_dim) ** 0.5
         for layer, weights, k_cache, v_cache in zip(
             main.h, decoding.blocks, keys, values, strict=True
         ):
-            a = _normalize(x, layer.ln_1.epsilon)
+            a = _layer_norm(x, weights.norm_1, layer.ln_1.epsilon)
             q, k, v = (
                 tf.reshape(part, heads)
                 for part in tf.split(_apply(a, weights.attention), 3, axis=-1)
             )
             k_cache = tf.tensor_scatter_nd_update(k_cache, where, k)
             v_cache = tf.tensor_scatter_nd_update(v_cache, where, v)
-            scores = tf.reduce_sum(q[:, :, None, :] * k_cache, axis=-1) + bias
+            scores = tf.reduce_sum(q[:, :, None, :] * k_cache, axis=-1) * scale + bias
             attended = tf.reduce_sum(_softmax(scores)[..., None] * v_cache, axis=2)
             merged = tf.reshape(attended, [-1, self.n_head * self.head_dim])
             x = x + _apply(merged, weights.projection)
-            m = _normalize(x, layer.ln_2.epsilon)
+            m = _layer_norm(x, weights.norm_2, layer.ln_2.epsilon)
             m = tf.nn.gelu(_apply(m, weights.feed_forward), approximate=True)
             x = x + _apply(m, weights.output)
             new_keys.append(k_cache)
