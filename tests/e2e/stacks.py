@@ -1,10 +1,9 @@
 """What the end-to-end modules share: a local stack from the real template with both tiny
-models rolled out through the real rollout, and polling for what the queue delivers later."""
+models rolled out through the real rollout."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,6 @@ from tweetgen_local.deploy import deploy_model, find_target
 from tweetgen_local.stack import LocalStack, StackOptions
 
 from tests.conftest import REPO_ROOT
-
-
-def eventually(check: Callable[[], Any], timeout: float) -> Any:
-    """``check()``'s first truthy value, polling until ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.25)
 
 
 @contextmanager

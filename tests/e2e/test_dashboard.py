@@ -27,6 +27,7 @@ import requests
 from tweetgen.adapters.database import Database
 from tweetgen_local.stack import LocalStack
 
+from tests import conftest
 from tests.conftest import REPO_ROOT
 from tests.e2e import stacks
 
@@ -68,7 +69,7 @@ def chromium() -> Path:
 
 
 def eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    return stacks.eventually(check, timeout)
+    return conftest.eventually(check, timeout)
 
 
 class Site:

@@ -26,6 +26,7 @@ from tweetgen.adapters.database import Database, schema
 from tweetgen.domain.serving import assign_variant
 from tweetgen_local.stack import LocalStack
 
+from tests import conftest
 from tests.conftest import REPO_ROOT
 from tests.e2e import stacks
 
@@ -41,7 +42,7 @@ WAIT_S = 60.0
 
 
 def eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    return stacks.eventually(check, timeout)
+    return conftest.eventually(check, timeout)
 
 
 class Stack:

@@ -18,6 +18,7 @@ from tweetgen.adapters.database import Database
 from tweetgen.services.experiment import aggregate
 from tweetgen_local.stack import LocalStack
 
+from tests import conftest
 from tests.conftest import REPO_ROOT
 from tests.e2e import stacks
 
@@ -47,7 +48,7 @@ class GraphQL:
 
 
 def eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    return stacks.eventually(check, timeout)
+    return conftest.eventually(check, timeout)
 
 
 @pytest.fixture(scope="module")

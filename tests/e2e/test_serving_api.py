@@ -17,6 +17,7 @@ from tweetgen.adapters.database import Database
 from tweetgen.adapters.database.schema import generation_failures as failures
 from tweetgen_local.stack import LocalStack
 
+from tests import conftest
 from tests.e2e import stacks
 
 WAIT_S = 30.0
@@ -43,7 +44,7 @@ class Api:
 
 
 def eventually(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    return stacks.eventually(check, timeout)
+    return conftest.eventually(check, timeout)
 
 
 @pytest.fixture(scope="module")

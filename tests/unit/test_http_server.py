@@ -6,7 +6,6 @@ import logging
 import socket
 import struct
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -15,6 +14,8 @@ from typing import Any
 
 import pytest
 from tweetgen_local.http_server import LocalHTTPServer
+
+from tests.conftest import eventually
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -59,21 +60,12 @@ def _reset_mid_request(server: LocalHTTPServer) -> None:
     client.close()
 
 
-def _wait_for(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_a_client_that_resets_is_logged_at_debug_not_printed(
     server: LocalHTTPServer, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="tweetgen_local.http_server")
     _reset_mid_request(server)
-    assert _wait_for(lambda: any("went away" in r.getMessage() for r in caplog.records))
+    eventually(lambda: any("went away" in r.getMessage() for r in caplog.records), timeout=5)
     assert "Traceback" not in capfd.readouterr().err
     # The server goes on answering.
     with urllib.request.urlopen(_url(server, "/"), timeout=5) as answer:
@@ -92,7 +84,7 @@ def test_any_other_error_is_still_printed(
         printed += capfd.readouterr().err
         return "ValueError: a bug in a handler" in printed
 
-    assert _wait_for(traceback_printed)
+    eventually(traceback_printed, timeout=5)
     assert "Traceback" in printed
 
 
