@@ -9,7 +9,7 @@ same serving signature.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import tensorflow as tf
 
@@ -119,50 +119,117 @@ def widen_logits(logits: tf.Tensor) -> tf.Tensor:
     return tf.pad(logits, [[0, 0], [0, padding]], constant_values=float("-inf"))
 
 
-#: A vocabulary head: (kernel,) or (kernel, bias). No None in it: it travels in the decoding
-#: loop's state, which holds tensors only.
-Head = tuple[tf.Tensor, ...]
+# An LSTM head of at least this many weights is split into HEAD_PARTS parts by default
+# (``default_head_parts``). The decoding loop's operations are small and the model server runs
+# each on one thread (the stack's intra-op pool of 1), so a request uses one core, except where
+# two operations are ready at once: the inter-op pool runs them side by side. A head split along
+# its input width is two such products (each half the hidden state times half the kernel's
+# rows, whose sum is the logits), and the vocabulary head is the largest product of every step.
+# A Dense kernel's rows are contiguous, so the split copies nothing. Tiny LSTM (8,000 ids by
+# 128) served in turns on a 2-core Xeon: 1.33x as fast at batch 1 and 1.18x at batch 8, and as
+# many requests per second from two clients at once as with the whole head. Splitting along the
+# vocabulary instead (each part's logits and block maxima side by side) copied the kernel's
+# columns at every request, which cost two clients 8 to 16 % of their requests per second; and
+# for GPT-2's tied table neither split changed tiny's timings, so GPT-2 keeps its head whole.
+# Smaller heads gain less or lose: per product in a loop on that machine, batch 1 / batch 8,
+# whole -> in 2 parts, [d, vocab] = [64, 8,000]: 70 -> 35 / 139 -> 127 us; [64, 4,000]:
+# 31 -> 34 / 62 -> 49 us; [64, 2,000]: 17 -> 22 / 32 -> 35 us.
+HEAD_PARTS = 2
+SPLIT_MIN_ELEMENTS = 400_000
+
+
+def default_head_parts(vocab: int, width: int) -> int:
+    """Parts of a vocabulary head [width, vocab] by default: HEAD_PARTS from
+    SPLIT_MIN_ELEMENTS weights on, else 1."""
+    return HEAD_PARTS if vocab * width >= SPLIT_MIN_ELEMENTS and width >= HEAD_PARTS else 1
+
+
+def part_sizes(width: int, parts: int) -> list[int]:
+    """The rows of each part of a head of input width ``width`` in ``parts`` parts: as even as
+    they can be, the first ones a row longer where they cannot."""
+    if not 1 <= parts <= width:
+        raise ValueError(
+            f"a head of input width {width} splits into 1 to {width} parts, not {parts}"
+        )
+    return [width // parts + (i < width % parts) for i in range(parts)]
+
+
+class Head(NamedTuple):
+    """A vocabulary head as the decoding loop applies it (see ``sampling_head``).
+
+    No None in it: it travels in the loop's state, which holds tensors only.
+    """
+
+    kernels: tuple[tf.Tensor, ...]  # the kernel's rows in parts, [rows, width] each
+    bias: tuple[tf.Tensor, ...] = ()  # (), or (the bias [width] or its rows [batch, width],)
 
 
 def sampling_head(
-    weights: tf.Tensor, bias: tf.Tensor | None = None, *, vocab_axis: int = -1
+    weights: tf.Tensor,
+    bias: tf.Tensor | None = None,
+    *,
+    vocab_axis: int = -1,
+    parts: int = 1,
+    batch: tf.Tensor | None = None,
 ) -> Head:
-    """A vocabulary head (``weights`` and ``bias`` [vocab]) widened to whole blocks of ids.
+    """A vocabulary head (``weights`` and ``bias`` [vocab]) widened to whole blocks of ids,
+    its kernel split into ``parts`` parts along its input width (``part_sizes``).
 
     ``vocab_axis``: the axis of ``weights`` that runs over the vocabulary (-1 for a Dense kernel
-    [d, vocab], 0 for a tied embedding table [vocab, d]). The ids past the vocabulary get zero
-    weights and a bias of -inf, so their logits are -inf: never a candidate, and the logits come
-    out as wide as ``top_k_candidates`` groups them, which then pads nothing at each token. Built
-    once per request, outside the decoding loop; ``head_logits`` applies a Dense kernel's (MatMul
-    and BiasAdd, which Grappler fuses into one operation). A head without a bias that needs no
-    widening stays without one (GPT-2's tied table): no zeros added to every logit of every
-    token. That was an operation of its own, unfused, in GPT-2's decoding step; taking it out
-    changed no timing measurably (tiny GPT-2 at batch 8, old and new in turns).
+    [d, vocab], 0 for a tied embedding table [vocab, d], which is split along its columns, a
+    copy). The ids past the vocabulary get zero weights and a bias of -inf, so their logits are
+    -inf: never a candidate, and the logits come out as wide as ``top_k_candidates`` groups
+    them, which then pads nothing at each token. With ``batch``, the bias is repeated for every
+    row of the batch (a bias [width] is fused into the MatMul, which oneDNN then runs slower: see
+    ``tweetgen_build.gpt2._apply``). Built once per request, outside the decoding loop;
+    ``head_logits`` applies it. A head without a bias that needs no widening stays without one
+    (GPT-2's tied table): no zeros added to every logit of every token. That was an operation of
+    its own, unfused, in GPT-2's decoding step; taking it out changed no timing measurably (tiny
+    GPT-2 at batch 8, old and new in turns).
     """
     vocab = weights.shape[vocab_axis]
     if vocab is None:
         raise ValueError("the vocabulary head needs a static vocabulary size")
+    input_axis = 1 if vocab_axis in (0, -2) else 0
+    sizes = part_sizes(weights.shape[input_axis], parts)
     extra = block_width(vocab) - vocab
-    if not extra:  # a vocabulary of whole blocks (the default 8,000 is one): no copy
-        return (weights,) if bias is None else (weights, bias)
+    if extra:  # a vocabulary of whole blocks (the default 8,000 is one) needs no copy
+        padding = [[0, 0], [0, 0]]
+        padding[vocab_axis] = [0, extra]
+        weights = tf.pad(weights, padding)
+        bias = tf.pad(
+            tf.zeros([vocab], weights.dtype) if bias is None else bias,
+            [[0, extra]],
+            constant_values=float("-inf"),
+        )
+    kernels = (weights,) if parts == 1 else tuple(tf.split(weights, sizes, axis=input_axis))
     if bias is None:
-        bias = tf.zeros([vocab], weights.dtype)
-    padding = [[0, 0], [0, 0]]
-    padding[vocab_axis] = [0, extra]
-    return (
-        tf.pad(weights, padding),
-        tf.pad(bias, [[0, extra]], constant_values=float("-inf")),
-    )
+        return Head(kernels)
+    if batch is not None:
+        bias = tf.tile(bias[None, :], [batch, 1])
+    return Head(kernels, (bias,))
 
 
 def with_bias(product: tf.Tensor, head: Head) -> tf.Tensor:
     """``product`` (hidden states times the head's kernel) plus the head's bias, if it has one."""
-    return tf.nn.bias_add(product, head[1]) if len(head) > 1 else product
+    return product + head.bias[0] if head.bias else product
 
 
 def head_logits(x: tf.Tensor, head: Head) -> tf.Tensor:
-    """Logits [batch, block_width(vocab)] of hidden states [batch, d] (see ``sampling_head``)."""
-    return with_bias(tf.matmul(x, head[0]), head)
+    """Logits [batch, block_width(vocab)] of hidden states [batch, d] (see ``sampling_head``).
+
+    A head in parts multiplies each part of ``x`` by its rows, and one AddN sums the products
+    (and the bias rows).
+    """
+    if len(head.kernels) == 1:
+        return with_bias(tf.matmul(x, head.kernels[0]), head)
+    pieces = tf.split(x, [kernel.shape[0] for kernel in head.kernels], axis=-1)
+    products = [
+        tf.matmul(piece, kernel) for piece, kernel in zip(pieces, head.kernels, strict=True)
+    ]
+    if head.bias and head.bias[0].shape.rank == 2:
+        return tf.add_n([*products, head.bias[0]])
+    return with_bias(tf.add_n(products), head)
 
 
 def candidate_count(top_k: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:

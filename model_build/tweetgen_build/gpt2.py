@@ -379,8 +379,11 @@ class GPT2Serving(GeneratorServing):
         """
         if not self.widen_head:
             return ()
-        rows, *bias = sampling_head(self._table(), vocab_axis=0)
-        return (tf.cond(batch > 1, lambda: tf.transpose(rows), lambda: rows), *bias)
+        head = sampling_head(self._table(), vocab_axis=0, batch=batch)
+        (rows,) = head.kernels
+        return head._replace(
+            kernels=(tf.cond(batch > 1, lambda: tf.transpose(rows), lambda: rows),)
+        )
 
     def _head_logits(self, hidden: tf.Tensor, decoding: _Decoding) -> tf.Tensor:
         """Logits of hidden states [batch, d]: widened to whole sampler blocks where the
@@ -388,7 +391,7 @@ class GPT2Serving(GeneratorServing):
         head = decoding.head
         if not head:
             return _vocab_head(hidden, decoding.table)
-        weights = head[0]
+        (weights,) = head.kernels
         # The bias (where widening gave one) outside the branches: fused into MatMul, oneDNN
         # runs one row slower.
         product = tf.cond(

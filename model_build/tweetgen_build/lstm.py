@@ -8,7 +8,14 @@ import keras
 import tensorflow as tf
 
 from tweetgen_build.configs import LSTMConfig
-from tweetgen_build.generation import GeneratorServing, Unsaved, head_logits, sampling_head
+from tweetgen_build.generation import (
+    GeneratorServing,
+    Unsaved,
+    default_head_parts,
+    head_logits,
+    part_sizes,
+    sampling_head,
+)
 from tweetgen_build.tokenizer import EOS_ID
 
 
@@ -73,11 +80,18 @@ class LSTMServing(GeneratorServing):
     handle per weight, which the restore op fills and the signatures read.
     """
 
-    def __init__(self, model: LSTMLanguageModel, eos_id: int = EOS_ID) -> None:
+    def __init__(
+        self, model: LSTMLanguageModel, eos_id: int = EOS_ID, *, head_parts: int | None = None
+    ) -> None:
         super().__init__(name="lstm_serving")
         self._keras = Unsaved(model)
         self.weights = [weight.value for weight in model.weights]
         self.eos_id = eos_id
+        # The decoding loop's vocabulary head in parts along its input width, side by side on
+        # the model server's inter-op pool (tweetgen_build.generation.default_head_parts).
+        units, vocab = model.config.units, model.config.vocab_size
+        self.head_parts = default_head_parts(vocab, units) if head_parts is None else head_parts
+        part_sizes(units, self.head_parts)  # a bad count fails here, not at the first request
 
     @property
     def model(self) -> LSTMLanguageModel:
@@ -91,10 +105,16 @@ class LSTMServing(GeneratorServing):
     def generation_prefill(
         self, input_ids: tf.Tensor, attention_mask: tf.Tensor, budget: tf.Tensor
     ) -> tuple[tf.Tensor, Any]:
-        """The prompt's states and the vocabulary head widened once per request (sampling_head)."""
+        """The prompt's states and the vocabulary head widened and split once per request
+        (sampling_head)."""
         x, states = self.model.encode(input_ids, mask=tf.cast(attention_mask, tf.bool))
         dense = self.model.head
-        head = sampling_head(tf.convert_to_tensor(dense.kernel), tf.convert_to_tensor(dense.bias))
+        head = sampling_head(
+            tf.convert_to_tensor(dense.kernel),
+            tf.convert_to_tensor(dense.bias),
+            parts=self.head_parts,
+            batch=tf.shape(input_ids)[0],
+        )
         return head_logits(x[:, -1, :], head), (tuple(states), head)
 
     def step(self, token: tf.Tensor, cache: Any) -> tuple[tf.Tensor, Any]:
@@ -113,7 +133,7 @@ class LSTMServing(GeneratorServing):
         states, head = cache
         return (
             tuple(tf.TensorShape([None, s.shape[-1]]) for s in states),
-            tuple(part.shape for part in head),
+            tf.nest.map_structure(lambda tensor: tensor.shape, head),
         )
 
     def full_logits(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tf.Tensor:

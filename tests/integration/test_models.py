@@ -390,7 +390,11 @@ def random_gpt2() -> Any:
     settings = GPT2Settings(
         vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2, dropout=0.0
     )
-    model = build_gpt2(settings)
+    return _randomised(build_gpt2(settings))
+
+
+def _randomised(model: Any) -> Any:
+    """``model`` with random layer norm scales and offsets and random biases (seeded)."""
     rng = np.random.default_rng(5)
     for weight in model.weights:
         name = weight.name.split("/")[-1]
@@ -521,27 +525,21 @@ def test_a_vocabulary_of_whole_blocks_samples_from_the_head_as_it_is(
     assert len(kernel_pads) == copies
 
 
-def _bias_adds(module: Any) -> int:
-    """BiasAdd operations in the module's generate graph, its loop's functions included."""
-    graph = module.generate.get_concrete_function().graph.as_graph_def()
-    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
-    return sum(node.op == "BiasAdd" for node in nodes)
-
-
 def test_a_gpt2_vocabulary_of_whole_blocks_adds_no_bias_to_its_logits() -> None:
-    """The tied table has no bias: only a widened head (300 ids) gets one, of -inf past them."""
+    """The tied table has no bias: only a widened head (300 ids) gets one, -inf past them, as
+    rows of the batch (a bias [width] would be fused into the product, which runs slower)."""
     import keras
+    from tweetgen_build.generation import Head
     from tweetgen_build.gpt2 import GPT2Serving, GPT2Settings, build_gpt2
 
-    counts = {}
-    for vocab in (320, 300):
+    for vocab, biases in ((320, []), (300, [[3, 304]])):
         keras.utils.set_random_seed(5)
         model = build_gpt2(
             GPT2Settings(vocab_size=vocab, n_positions=16, n_embd=16, n_layer=1, n_head=2)
         )
-        counts[vocab] = _bias_adds(GPT2Serving(model, eos_id=0))
-    # One head in the prompt's pass and one in the decoding step.
-    assert counts[300] - counts[320] == 2
+        head = GPT2Serving(model, eos_id=0)._sampling_head(tf.constant(3))
+        assert isinstance(head, Head)
+        assert [bias.shape.as_list() for bias in head.bias] == biases
 
 
 def test_gpt2_tables_above_the_limit_decode_unwidened_to_the_same_tokens(
@@ -581,6 +579,44 @@ def test_gpt2_decoding_logits_have_their_width_when_the_graph_is_built(vocab: in
 
     decode.get_concrete_function()
     assert widths == [block_width(vocab)] * 2
+
+
+def test_an_lstm_head_in_parts_generates_the_same_tokens_as_the_whole_one(
+    tmp_path: Path,
+) -> None:
+    """The head split along its input width into 2 or 3 parts (products side by side on the
+    inter-op pool, summed) picks what the whole head picks: greedy and sampled, batch 1 and a
+    left-padded batch of 2, a vocabulary widened to whole blocks (50 ids), random biases; and
+    so it does exported, in a session as TensorFlow Serving runs it (with its pools)."""
+    import keras
+    from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
+    from tweetgen_build.packaging import check_served_generation, export_saved_model
+
+    keras.utils.set_random_seed(4)
+    lstm = _randomised(build_lstm(LSTMConfig(vocab_size=50, embedding_dim=8, units=8)))
+    whole, *split = (LSTMServing(lstm, eos_id=0, head_parts=parts) for parts in (1, 2, 3))
+    for rows in ([[0, 5, 17, 44, 3]], [[0, 5, 17, 44, 3], [0, 9]]):
+        for temperature, seed in ((0.0, 0), (1.0, 21), (1.5, 3)):
+            expected = _module_generate(whole, rows, new=12, temperature=temperature, seed=seed)
+            for module in split:
+                got = _module_generate(module, rows, new=12, temperature=temperature, seed=seed)
+                assert got == expected, (module.head_parts, rows, temperature)
+    export_saved_model(split[0], tmp_path / "split")
+    prompt = [0, 5, 17, 44, 3]
+    greedy = _module_generate(whole, [prompt], new=8, temperature=0.0, seed=0)[0]
+    assert len(greedy) >= 4  # a few tokens before end-of-text, or this would prove little
+    assert check_served_generation(tmp_path / "split", prompt)[: len(greedy)] == greedy
+
+
+def test_the_lstm_head_is_split_by_its_size_and_refuses_a_bad_count() -> None:
+    from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
+
+    tiny = LSTMConfig(vocab_size=8000, embedding_dim=8, units=128)
+    assert LSTMServing(build_lstm(tiny)).head_parts == 2
+    toy = build_lstm(LSTMConfig(vocab_size=50, embedding_dim=8, units=8))
+    assert LSTMServing(toy).head_parts == 1
+    with pytest.raises(ValueError, match="a head of input width 8 splits into 1 to 8 parts, not 9"):
+        LSTMServing(toy, head_parts=9)
 
 
 def test_gpt2_cache_bucket_is_one_slot_without_xla(random_gpt2: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tweetgen_build.generation import generate_loop, select_next, step_uniforms
 
@@ -152,8 +153,9 @@ def test_top_k_candidates_equal_tf_top_k() -> None:
     assert ids.numpy().tolist() == [list(range(20))] * 2
 
 
-def test_a_widened_head_keeps_the_logits_and_hides_the_extra_ids() -> None:
-    from tweetgen_build.generation import block_width, head_logits, sampling_head
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_a_widened_head_keeps_the_logits_and_hides_the_extra_ids(parts: int) -> None:
+    from tweetgen_build.generation import block_width, head_logits, part_sizes, sampling_head
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(3, 8)).astype(np.float32)
@@ -161,20 +163,51 @@ def test_a_widened_head_keeps_the_logits_and_hides_the_extra_ids() -> None:
     bias = rng.normal(size=50).astype(np.float32)
     assert block_width(50) == 64 and block_width(64) == 64
     for with_bias in (True, False):
-        head = sampling_head(tf.constant(kernel), tf.constant(bias) if with_bias else None)
-        logits = head_logits(tf.constant(x), head).numpy()
-        assert logits.shape == (3, 64)
-        np.testing.assert_allclose(
-            logits[:, :50], x @ kernel + (bias if with_bias else 0.0), rtol=1e-5, atol=1e-5
-        )
-        assert np.all(np.isneginf(logits[:, 50:]))
+        for batch in (None, tf.constant(3)):
+            head = sampling_head(
+                tf.constant(kernel),
+                tf.constant(bias) if with_bias else None,
+                parts=parts,
+                batch=batch,
+            )
+            # The kernel's rows in parts; 50 ids are widened to 64, so there is a bias (-inf
+            # past the vocabulary), repeated for every row where the batch is given.
+            assert [k.shape.as_list() for k in head.kernels] == [
+                [rows, 64] for rows in part_sizes(8, parts)
+            ]
+            assert [b.shape.as_list() for b in head.bias] == [[64] if batch is None else [3, 64]]
+            logits = head_logits(tf.constant(x), head).numpy()
+            assert logits.shape == (3, 64)
+            np.testing.assert_allclose(
+                logits[:, :50], x @ kernel + (bias if with_bias else 0.0), rtol=1e-5, atol=1e-5
+            )
+            assert np.all(np.isneginf(logits[:, 50:]))
+    # A tied table [vocab, d] of whole blocks and no bias stays without one, split or not.
+    table = rng.normal(size=(64, 8)).astype(np.float32)
+    head = sampling_head(tf.constant(table), vocab_axis=0, parts=parts, batch=tf.constant(3))
+    assert head.bias == ()
+    assert [k.shape.as_list() for k in head.kernels] == [[64, r] for r in part_sizes(8, parts)]
+
+
+def test_part_sizes_and_the_default_number_of_parts() -> None:
+    from tweetgen_build.generation import HEAD_PARTS, default_head_parts, part_sizes
+
+    assert part_sizes(128, 1) == [128]
+    assert part_sizes(128, 2) == [64, 64]
+    assert part_sizes(8, 3) == [3, 3, 2]
+    for parts in (0, 9):
+        with pytest.raises(ValueError, match=f"splits into 1 to 8 parts, not {parts}"):
+            part_sizes(8, parts)
+    # The tiny preset's LSTM head (128 by 8,000) is split; a toy head is not.
+    assert default_head_parts(8000, 128) == HEAD_PARTS == 2
+    assert default_head_parts(50, 8) == 1
 
 
 def test_sampling_never_picks_a_widened_id_even_from_the_whole_width() -> None:
     from tweetgen_build.generation import _pick, head_logits, sampling_head
 
     rng = np.random.default_rng(6)
-    head = sampling_head(tf.constant(rng.normal(size=(4, 50)).astype(np.float32)))
+    head = sampling_head(tf.constant(rng.normal(size=(4, 50)).astype(np.float32)), parts=2)
     logits = head_logits(tf.constant(rng.normal(size=(16, 4)).astype(np.float32)), head)
     # top_k 0 means the whole width (64 here), at a high temperature, draws near 1.
     for step in range(20):
