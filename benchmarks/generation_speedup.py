@@ -21,7 +21,11 @@ load on a shared machine falls on both sides of a ratio.
 GPT-2 is exported three ways against the same loops: the library's default module (static
 key/value cache, no XLA), the same with its decoding step compiled by XLA (``jit_compile=True``,
 an export option that the model server must allow), and with transformers' growing cache (the
-module before the static cache). Only the modules served with the stack's pools carry the goal.
+module before the static cache). Both models are also exported with ``row_groups=2``
+(``tweetgen train --row-groups 2``): a batch decoded as two groups of rows side by side, which
+answers a lone request of several prompts sooner and costs concurrent requests more CPU
+(``serving_threads`` measures both). Only the modules served with the stack's pools carry the
+goal.
 """
 
 from __future__ import annotations
@@ -65,12 +69,17 @@ LOOP = "notebook-loop"
 EAGER = "eager-loop"
 XLA = "gpt2-xla"
 GROWING = "gpt2-growing"
-SERVED = {"lstm": ["lstm"], "gpt2": ["gpt2", XLA, GROWING]}
+LSTM_GROUPS = "lstm-groups"
+GPT2_GROUPS = "gpt2-groups"
+ROW_GROUPS = 2
+SERVED = {"lstm": ["lstm", LSTM_GROUPS], "gpt2": ["gpt2", XLA, GROWING, GPT2_GROUPS]}
 LABELS = {
     "lstm": "LSTM",
     "gpt2": "GPT-2",
     XLA: "GPT-2 [XLA decoding step]",
     GROWING: "GPT-2 [growing cache]",
+    LSTM_GROUPS: f"LSTM [rows in {ROW_GROUPS} groups]",
+    GPT2_GROUPS: f"GPT-2 [rows in {ROW_GROUPS} groups]",
 }
 # The default module of each model is also served with TensorFlow's own thread pools.
 TF_POOLS = "@tf"
@@ -141,6 +150,8 @@ class Models:
             "gpt2": GPT2Serving(self.gpt2, eos_id),
             XLA: GPT2Serving(self.gpt2, eos_id, jit_compile=True),
             GROWING: GPT2Serving(self.gpt2, eos_id, static_cache=False),
+            LSTM_GROUPS: LSTMServing(self.lstm, eos_id, row_groups=ROW_GROUPS),
+            GPT2_GROUPS: GPT2Serving(self.gpt2, eos_id, row_groups=ROW_GROUPS),
         }
         self.parameters = {
             "lstm": int(self.lstm.count_params()),
@@ -435,6 +446,12 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
         f" option (TensorFlow Serving runs it only with --xla_cpu_compilation_enabled);"
         f" {LABELS[GROWING]} = static_cache=False (transformers' layers at every step, the module"
         f" before the static cache)"
+    )
+    notes.append(
+        f"{LABELS[LSTM_GROUPS]} and {LABELS[GPT2_GROUPS]} = the row_groups={ROW_GROUPS} export"
+        " option (tweetgen train --row-groups): the rows of a request decoded as groups, each in"
+        " a loop of its own, side by side on the inter-op pool; at batch 1, one loop as by"
+        " default. It costs requests that arrive together more CPU: see serving_threads"
     )
     intra, inter = stack_thread_pools()
     notes.append(

@@ -13,6 +13,11 @@ loads the SavedModel as TensorFlow Serving does (``SessionSavedModel``):
   session (two Python threads in the server process, as two of TensorFlow Serving's request
   threads): requests answered per second, the settings in turns.
 
+The same two figures at batch 8 compare each model's default module (one loop for the whole
+batch) with its ``row_groups=2`` export (``tweetgen train --row-groups 2``: the rows in two
+groups, each in a loop of its own, side by side on the inter-op pool), both with the stack's
+pools: a lone request gains what two clients at once pay.
+
 Both models of the ``tiny`` and ``small`` presets (``--quick``: ``tiny``), untrained (the time
 does not depend on the weights' values), vocabulary 8,000, prompts of 8 tokens from held-out
 tweets, as in ``generation_speedup``.
@@ -44,7 +49,10 @@ from benchmarks.common import (
     stack_thread_pools,
 )
 from benchmarks.generation_speedup import (
+    GPT2_GROUPS,
     LABELS,
+    LSTM_GROUPS,
+    ROW_GROUPS,
     VOCAB_SIZE,
     Models,
     load_prompts,
@@ -116,18 +124,19 @@ def setting_name(threads: tuple[int, int], stack: tuple[int, int]) -> str:
 def measure(
     kind: str,
     preset: str,
-    directory: Path,
+    sides: dict[str, tuple[Path, tuple[int, int]]],
     prompts: np.ndarray,
     seed: int,
-    settings: list[tuple[int, int]],
     rounds: int,
     seconds: float,
+    batches: tuple[int, ...] = BATCHES,
 ) -> dict[str, Any]:
-    """Lone-request ms and two-client requests/s of every setting, in turns."""
-    workers: dict[tuple[int, int], Worker] = {}
+    """Lone-request ms and two-client requests/s of every side (a SavedModel and the pools it
+    is served with), in turns."""
+    workers: dict[str, Worker] = {}
     try:
-        for threads in settings:
-            workers[threads] = Worker(
+        for side, (directory, threads) in sides.items():
+            workers[side] = Worker(
                 f"benchmarks.{NAME}:server",
                 {
                     "directory": str(directory),
@@ -138,34 +147,68 @@ def measure(
                 env={"TF_CPP_MIN_LOG_LEVEL": "2"},
             )
         figures: dict[str, Any] = {}
-        for batch in BATCHES:
+        for batch in batches:
             for worker in workers.values():  # warm-up
                 for _ in range(2):
                     worker.call({"batch": batch})
-            lone: dict[tuple[int, int], list[float]] = {t: [] for t in settings}
+            lone: dict[str, list[float]] = {side: [] for side in sides}
             for _ in range(rounds):
-                for threads, worker in workers.items():
+                for side, worker in workers.items():
                     time.sleep(PAUSE_S)
-                    lone[threads].append(float(worker.call({"batch": batch})["ms"]))
-            together: dict[tuple[int, int], float] = {}
-            for threads, worker in workers.items():
+                    lone[side].append(float(worker.call({"batch": batch})["ms"]))
+            together: dict[str, float] = {}
+            for side, worker in workers.items():
                 time.sleep(PAUSE_S)
                 request = {"batch": batch, "clients": CLIENTS, "seconds": seconds}
-                together[threads] = float(worker.call(request)["per_second"])
-            figures[f"batch{batch}"] = {
-                "lone_ms": {f"{t[0]},{t[1]}": values for t, values in lone.items()},
-                "together_per_second": {f"{t[0]},{t[1]}": v for t, v in together.items()},
-            }
+                together[side] = float(worker.call(request)["per_second"])
+            figures[f"batch{batch}"] = {"lone_ms": lone, "together_per_second": together}
             log(
                 f"{kind} {preset} batch {batch}: lone "
-                + ", ".join(f"{t}: {median(v):,.2f} ms" for t, v in lone.items())
+                + ", ".join(f"{side}: {median(v):,.2f} ms" for side, v in lone.items())
                 + f"; {CLIENTS} clients "
-                + ", ".join(f"{t}: {v:,.1f}/s" for t, v in together.items())
+                + ", ".join(f"{side}: {v:,.1f}/s" for side, v in together.items())
             )
         return figures
     finally:
         for worker in workers.values():
             worker.close()
+
+
+def pools_key(threads: tuple[int, int]) -> str:
+    return f"{threads[0]},{threads[1]}"
+
+
+def comparison_rows(
+    subject: str, figures: dict[str, Any], side: str, base: str, baseline_name: str
+) -> list[Row]:
+    """A side's lone-request ms and two-client requests/s against a base side's."""
+    rows: list[Row] = []
+    for key, batch_figures in figures.items():
+        batch = int(key.removeprefix("batch"))
+        prompts = "1 prompt" if batch == 1 else f"{batch} prompts"
+        rows.append(
+            make_row(
+                NAME,
+                f"{subject}: a lone request of {prompts}, ms",
+                median(batch_figures["lone_ms"][side]),
+                "ms",
+                median(batch_figures["lone_ms"][base]),
+                baseline_name,
+                higher_is_better=False,
+            )
+        )
+        rows.append(
+            make_row(
+                NAME,
+                f"{subject}: {CLIENTS} clients at once, {prompts} each, requests/s",
+                batch_figures["together_per_second"][side],
+                "requests/s",
+                batch_figures["together_per_second"][base],
+                baseline_name,
+                higher_is_better=True,
+            )
+        )
+    return rows
 
 
 def rows_of(
@@ -177,41 +220,46 @@ def rows_of(
     stack: tuple[int, int],
 ) -> list[Row]:
     """Each setting other than TensorFlow's own pools against those pools."""
-    base = f"{TF_POOLS[0]},{TF_POOLS[1]}"
-    baseline_name = setting_name(TF_POOLS, stack)
     rows: list[Row] = []
     for threads in settings:
         if threads == TF_POOLS:
             continue
-        key = f"{threads[0]},{threads[1]}"
-        name = setting_name(threads, stack)
-        for batch in BATCHES:
-            batch_figures = figures[f"batch{batch}"]
-            prompts = "1 prompt" if batch == 1 else f"{batch} prompts"
-            subject = f"{LABELS[kind]} {preset} ({parameters:,} params), {name}"
-            rows.append(
-                make_row(
-                    NAME,
-                    f"{subject}: a lone request of {prompts}, ms",
-                    median(batch_figures["lone_ms"][key]),
-                    "ms",
-                    median(batch_figures["lone_ms"][base]),
-                    baseline_name,
-                    higher_is_better=False,
-                )
-            )
-            rows.append(
-                make_row(
-                    NAME,
-                    f"{subject}: {CLIENTS} clients at once, {prompts} each, requests/s",
-                    batch_figures["together_per_second"][key],
-                    "requests/s",
-                    batch_figures["together_per_second"][base],
-                    baseline_name,
-                    higher_is_better=True,
-                )
-            )
+        subject = f"{LABELS[kind]} {preset} ({parameters:,} params), {setting_name(threads, stack)}"
+        rows += comparison_rows(
+            subject,
+            figures,
+            pools_key(threads),
+            pools_key(TF_POOLS),
+            setting_name(TF_POOLS, stack),
+        )
     return rows
+
+
+def measure_row_groups(
+    models: Models,
+    preset: str,
+    root: Path,
+    prompts: np.ndarray,
+    seed: int,
+    stack: tuple[int, int],
+    timing: tuple[int, float],
+) -> tuple[list[Row], dict[str, Any]]:
+    """Each model's default module against its ``row_groups`` export, with the stack's pools,
+    at batch 8: what a lone request gains and what requests that arrive together pay."""
+    from tweetgen_build.packaging import export_saved_model
+
+    rows: list[Row] = []
+    details: dict[str, Any] = {}
+    for kind, grouped in (("lstm", LSTM_GROUPS), ("gpt2", GPT2_GROUPS)):
+        directory = root / grouped
+        shutil.rmtree(directory, ignore_errors=True)
+        export_saved_model(models.serving[grouped], directory)
+        sides = {"one loop": (root / kind, stack), grouped: (directory, stack)}
+        figures = measure(kind, preset, sides, prompts, seed, *timing, batches=(max(BATCHES),))
+        details[f"{grouped}-{preset}"] = figures
+        subject = f"{LABELS[grouped]} {preset} ({models.parameters[kind]:,} params)"
+        rows += comparison_rows(subject, figures, grouped, "one loop", "one loop (the default)")
+    return rows, details
 
 
 def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> BenchResult:
@@ -236,9 +284,15 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
                 directory = root / kind
                 shutil.rmtree(directory, ignore_errors=True)
                 export_saved_model(models.serving[kind], directory)
-                figures = measure(kind, preset, directory, prompts, seed, settings, rounds, seconds)
+                sides = {pools_key(threads): (directory, threads) for threads in settings}
+                figures = measure(kind, preset, sides, prompts, seed, rounds, seconds)
                 details[f"{kind}-{preset}"] = figures
                 rows += rows_of(kind, preset, models.parameters[kind], figures, settings, stack)
+            group_rows, group_details = measure_row_groups(
+                models, preset, root, prompts, seed, stack, (rounds, seconds)
+            )
+            rows += group_rows
+            details.update(group_details)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     notes = [
@@ -247,6 +301,9 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
         f"lone: median of {rounds} requests per setting, in turns, {PAUSE_S * 1e3:.0f} ms apart;"
         f" {CLIENTS} clients: {seconds:.0f} s per setting, in turns; 32 new tokens, top-k 40,"
         " temperature 0.8, prompts of 8 tokens",
+        f"[rows in {ROW_GROUPS} groups]: the row_groups={ROW_GROUPS} export (tweetgen train"
+        " --row-groups) against the default module (one loop for the whole batch), both with"
+        f" the stack's pools, at batch {max(BATCHES)}",
     ]
     return BenchResult(
         name=NAME,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tweetgen_build.configs import MAX_INT
+from tweetgen_build.configs import MAX_INT, MAX_ROW_GROUPS
 from tweetgen_build.errors import InputError, ServingMismatch, check_artifact_path, printable
 
 PROG = "tweetgen"
@@ -25,6 +25,13 @@ def _positive(value: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {number}")
     if number > MAX_INT:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_INT} (2**31 - 1), got {number}")
+    return number
+
+
+def _row_groups(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= MAX_ROW_GROUPS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_ROW_GROUPS}, got {number}")
     return number
 
 
@@ -108,6 +115,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
+        "--row-groups",
+        type=_row_groups,
+        default=1,
+        metavar="N",
+        help=(
+            "decode a request of several prompts as N groups of rows, each in a loop of its"
+            " own, side by side on the model server's inter-op pool: a lone request is"
+            " answered sooner, but requests that arrive together cost more CPU in all"
+            f" (default 1, at most {MAX_ROW_GROUPS})"
+        ),
+    )
+    parser.add_argument(
         "--variant",
         default=None,
         help="production variant the artifact is for (default: the model kind)",
@@ -170,6 +189,7 @@ def train_command(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer,
         init_from=args.init_from,
         xla_decode=args.xla_decode,
+        row_groups=args.row_groups,
         variant=args.variant,
         version=args.version,
         unpacked=args.unpacked,

@@ -16,6 +16,10 @@ from typing import Any, get_type_hints
 MAX_INT = 2**31 - 1
 # Seeds: what numpy's and TensorFlow's seeding take.
 MAX_SEED = 2**32 - 1
+# The most row groups a serving module may decode a batch in (``tweetgen train --row-groups``,
+# see tweetgen_build.generation.GeneratorServing): each is a copy of the generation loop in the
+# exported graph.
+MAX_ROW_GROUPS = 8
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from tweetgen_build.generation import (
     Head,
     Unsaved,
     block_width,
+    check_row_groups,
     left_pad_positions,
     sampling_head,
     widen_logits,
@@ -259,6 +260,7 @@ class GPT2Serving(GeneratorServing):
         static_cache: bool = True,
         cache_bucket: int | None = None,
         jit_compile: bool = False,
+        row_groups: int = 1,
     ) -> None:
         super().__init__(name="gpt2_serving")
         if cache_bucket is None:
@@ -267,6 +269,7 @@ class GPT2Serving(GeneratorServing):
             raise ValueError(f"cache_bucket must be >= 1, not {cache_bucket}")
         if jit_compile and not static_cache:
             raise ValueError("jit_compile needs the static cache (a growing cache recompiles)")
+        self.row_groups = check_row_groups(row_groups)
         # The variables, not the Keras model (see ``Unsaved``): they are what the signatures read.
         self._keras = Unsaved(model)
         self.weights = list(model.weights)

@@ -11,6 +11,7 @@ from tweetgen_build.configs import LSTMConfig
 from tweetgen_build.generation import (
     GeneratorServing,
     Unsaved,
+    check_row_groups,
     default_head_parts,
     head_logits,
     part_sizes,
@@ -81,7 +82,12 @@ class LSTMServing(GeneratorServing):
     """
 
     def __init__(
-        self, model: LSTMLanguageModel, eos_id: int = EOS_ID, *, head_parts: int | None = None
+        self,
+        model: LSTMLanguageModel,
+        eos_id: int = EOS_ID,
+        *,
+        head_parts: int | None = None,
+        row_groups: int = 1,
     ) -> None:
         super().__init__(name="lstm_serving")
         self._keras = Unsaved(model)
@@ -92,6 +98,7 @@ class LSTMServing(GeneratorServing):
         units, vocab = model.config.units, model.config.vocab_size
         self.head_parts = default_head_parts(vocab, units) if head_parts is None else head_parts
         part_sizes(units, self.head_parts)  # a bad count fails here, not at the first request
+        self.row_groups = check_row_groups(row_groups)
 
     @property
     def model(self) -> LSTMLanguageModel:

@@ -25,7 +25,13 @@ from tweetgen.domain.artifact import (
 )
 from tweetgen.domain.model_key import ModelKey, is_variant_name
 
-from tweetgen_build.configs import MAX_SEED, GPT2Settings, LSTMConfig, setting_problem
+from tweetgen_build.configs import (
+    MAX_ROW_GROUPS,
+    MAX_SEED,
+    GPT2Settings,
+    LSTMConfig,
+    setting_problem,
+)
 from tweetgen_build.data import CleaningOptions, Splits, load_corpus, split_corpus
 from tweetgen_build.errors import InputError, error_line, printable
 from tweetgen_build.tokenizer import (
@@ -84,6 +90,9 @@ class TrainOptions:
     init_from: str | None = None
     # GPT-2 only: compile the decoding step with XLA (the model server must allow XLA).
     xla_decode: bool = False
+    # Decode a batch request's rows in this many groups, side by side (see
+    # tweetgen_build.generation.GeneratorServing): faster alone, costlier under load.
+    row_groups: int = 1
     variant: str | None = None
     version: str | None = None
     unpacked: bool = False
@@ -284,6 +293,9 @@ def check_options(options: TrainOptions) -> None:
     ):
         raise InputError(f"--learning-rate must be a positive finite number, got {rate!r}")
     check_seed(options.settings.seed)
+    groups = options.row_groups
+    if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= MAX_ROW_GROUPS:
+        raise InputError(f"--row-groups must be from 1 to {MAX_ROW_GROUPS}, got {groups!r}")
     if options.init_from is not None and options.model == "gpt2":
         check_init_from(options.init_from)
     artifact_files = UNPACKED_FILES if options.unpacked else ARTIFACT_FILES
@@ -348,6 +360,8 @@ def _hyperparameters(options: TrainOptions, model_config: dict[str, Any]) -> dic
         merged["init_from"] = serialisable(options.init_from)
     if options.xla_decode:
         merged["xla_decode"] = True
+    if options.row_groups != 1:
+        merged["row_groups"] = options.row_groups
     return merged
 
 
@@ -442,7 +456,8 @@ def build_model(
         from tweetgen_build.lstm import LSTMServing, build_lstm
 
         lstm = build_lstm(settings)
-        return lstm, LSTMServing(lstm, eos_id), settings.to_dict(), LSTM_CONTEXT
+        serving = LSTMServing(lstm, eos_id, row_groups=options.row_groups)
+        return lstm, serving, settings.to_dict(), LSTM_CONTEXT
     from tweetgen_build.gpt2 import GPT2Serving, build_gpt2, load_pretrained_gpt2, settings_of
 
     if settings is None:
@@ -456,7 +471,9 @@ def build_model(
         settings = settings_of(gpt2)
     else:
         gpt2 = build_gpt2(settings)
-    serving = GPT2Serving(gpt2, eos_id, jit_compile=options.xla_decode)
+    serving = GPT2Serving(
+        gpt2, eos_id, jit_compile=options.xla_decode, row_groups=options.row_groups
+    )
     return gpt2, serving, settings.to_dict(), settings.n_positions
 
 

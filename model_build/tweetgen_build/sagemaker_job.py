@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from tweetgen_build.configs import MAX_INT, MAX_SEED
+from tweetgen_build.configs import MAX_INT, MAX_ROW_GROUPS, MAX_SEED
 from tweetgen_build.errors import InputError
 
 if TYPE_CHECKING:
@@ -197,6 +197,9 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "learning_rate": Hyperparameter("--learning-rate", _parse_positive_float, "optimizer step"),
     "patience": Hyperparameter("--patience", _int(1), "early-stopping patience in epochs"),
     "vocab_size": Hyperparameter("--vocab-size", _int(1), "tokenizer vocabulary"),
+    "row_groups": Hyperparameter(
+        "--row-groups", _int(1, MAX_ROW_GROUPS), "decode a batch in N groups of rows side by side"
+    ),
     "variant": Hyperparameter("--variant", _parse_text, "production variant of the artifact"),
     "version": Hyperparameter("--version", _parse_text, "artifact version"),
     "samples": Hyperparameter("--samples", _int(1), "samples drawn for distinct-n metrics"),

@@ -405,9 +405,10 @@ def _randomised(model: Any) -> Any:
     return model
 
 
-def _module_generate(
+def _module_output(
     module: Any, rows: list[list[int]], *, new: int, temperature: float, seed: int
-) -> list[list[int]]:
+) -> dict[str, Any]:
+    """``module.generate`` on the rows left-padded: its ids and lengths as lists."""
     width = max(len(r) for r in rows)
     ids = np.array([[0] * (width - len(r)) + r for r in rows], np.int32)
     mask = np.array([[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32)
@@ -419,10 +420,15 @@ def _module_generate(
         tf.constant(40),
         tf.constant(seed, tf.int64),
     )
-    return [
-        row[:n].tolist()
-        for row, n in zip(out["generated_ids"].numpy(), out["lengths"].numpy(), strict=True)
-    ]
+    return {key: value.numpy().tolist() for key, value in out.items()}
+
+
+def _module_generate(
+    module: Any, rows: list[list[int]], *, new: int, temperature: float, seed: int
+) -> list[list[int]]:
+    """Each row's tokens before end-of-text."""
+    out = _module_output(module, rows, new=new, temperature=temperature, seed=seed)
+    return [row[:n] for row, n in zip(out["generated_ids"], out["lengths"], strict=True)]
 
 
 @pytest.mark.parametrize("bucket", [1, 4, 64])
@@ -617,6 +623,91 @@ def test_the_lstm_head_is_split_by_its_size_and_refuses_a_bad_count() -> None:
     assert LSTMServing(toy).head_parts == 1
     with pytest.raises(ValueError, match="a head of input width 8 splits into 1 to 8 parts, not 9"):
         LSTMServing(toy, head_parts=9)
+
+
+def _generate_batch(module: Any, rows: list[list[int]], temperature: float) -> dict[str, Any]:
+    return _module_output(module, rows, new=12, temperature=temperature, seed=7)
+
+
+@pytest.mark.parametrize("model", ["lstm", "gpt2"])
+def test_rows_decoded_in_groups_get_the_tokens_of_one_loop(
+    random_gpt2: Any, model: str, tmp_path: Path
+) -> None:
+    """A batch in 2 or 3 groups of rows (each its own loop) answers exactly what one loop
+    answers: the same ids (rows that finish early padded with end-of-text to the same width)
+    and lengths, greedy and sampled, for batches of 1 to 5 left-padded prompts (fewer rows
+    than groups: one loop); and so it does exported, in a session as TensorFlow Serving runs
+    it."""
+    import keras
+    from tweetgen_build.gpt2 import GPT2Serving
+    from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
+    from tweetgen_build.packaging import SessionSavedModel, export_saved_model
+
+    keras.utils.set_random_seed(4)
+    lstm = _randomised(build_lstm(LSTMConfig(vocab_size=50, embedding_dim=8, units=8)))
+
+    def serving(groups: int, eos_id: int) -> Any:
+        if model == "gpt2":
+            return GPT2Serving(random_gpt2, eos_id=eos_id, row_groups=groups)
+        return LSTMServing(lstm, eos_id=eos_id, row_groups=groups)
+
+    prompts = [[3, 5, 17, 44, 3], [9], [7, 8], [1, 2, 3, 4], [6, 6, 6]]
+    # End-of-text is a token that row 1 samples third: it stops early, the others go on.
+    eos = _generate_batch(serving(1, 0), prompts, 1.0)["generated_ids"][1][2]
+    whole = serving(1, eos)
+    for groups in (2, 3):
+        grouped = serving(groups, eos)
+        assert grouped.row_groups == groups
+        for size in (1, 2, 3, 5):
+            for temperature in (0.0, 1.0):
+                expected = _generate_batch(whole, prompts[:size], temperature)
+                got = _generate_batch(grouped, prompts[:size], temperature)
+                assert got == expected, (groups, size, temperature)
+    assert min(_generate_batch(whole, prompts, 1.0)["lengths"]) < 12  # some row stopped early
+    export_saved_model(serving(2, eos), tmp_path / "grouped")
+    ids = np.array([[0, 0, 0, 0, 9], [3, 5, 17, 44, 3], [0, 0, 0, 7, 8]], np.int32)
+    served = SessionSavedModel(tmp_path / "grouped", intra_op_threads=1).run(
+        "serving_default",
+        {
+            "input_ids": ids,
+            "attention_mask": (ids > 0).astype(np.int32),
+            "max_new_tokens": np.int32(12),
+            "temperature": np.float32(1.0),
+            "top_k": np.int32(40),
+            "seed": np.int64(7),
+        },
+    )
+    expected = _generate_batch(whole, [[9], [3, 5, 17, 44, 3], [7, 8]], 1.0)
+    assert served["generated_ids"].tolist() == expected["generated_ids"]
+    assert served["lengths"].tolist() == expected["lengths"]
+
+
+def test_the_build_gives_both_serving_modules_its_row_groups() -> None:
+    from tweetgen_build.configs import GPT2Settings, LSTMConfig
+    from tweetgen_build.pipeline import TrainOptions, build_model
+
+    for model, settings in (
+        ("lstm", LSTMConfig(vocab_size=50, embedding_dim=8, units=8)),
+        ("gpt2", GPT2Settings(vocab_size=64, n_positions=16, n_embd=16, n_layer=1, n_head=2)),
+    ):
+        for groups in (1, 3):
+            options = TrainOptions(model=model, data=[], out=Path("o"), row_groups=groups)  # type: ignore[arg-type]
+            _, serving, _, _ = build_model(options, settings, settings.vocab_size, 0)
+            assert serving.row_groups == groups
+
+
+def test_serving_modules_refuse_a_bad_number_of_row_groups(random_gpt2: Any) -> None:
+    from tweetgen_build.gpt2 import GPT2Serving
+    from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
+
+    lstm = build_lstm(LSTMConfig(vocab_size=50, embedding_dim=8, units=8))
+    for groups in (0, 9, 2.0, True):
+        with pytest.raises(
+            ValueError, match=f"row_groups must be an integer from 1 to 8, not {groups!r}"
+        ):
+            LSTMServing(lstm, row_groups=groups)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="row_groups must be an integer from 1 to 8"):
+            GPT2Serving(random_gpt2, row_groups=groups)  # type: ignore[arg-type]
 
 
 def test_gpt2_cache_bucket_is_one_slot_without_xla(random_gpt2: Any) -> None:

@@ -140,6 +140,23 @@ def test_an_integer_option_above_2_to_the_31_is_refused_in_one_line(
     )
 
 
+def test_row_groups_are_one_by_default_and_bounded_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser(prog="tweetgen train")
+    add_train_arguments(parser)
+    required = ["--model", "lstm", "--data", "t.txt", "--out", "o"]
+    assert parser.parse_args(required).row_groups == 1
+    assert parser.parse_args([*required, "--row-groups", "8"]).row_groups == 8
+    for bad in ("0", "9"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*required, "--row-groups", bad])
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert (
+            error == f"tweetgen train: error: argument --row-groups: must be from 1 to 8, got {bad}"
+        )
+
+
 def test_validate_artifact_names_a_file_with_a_newline_on_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -75,6 +75,9 @@ def one_line(error: pytest.ExceptionInfo[InputError], *fragments: str) -> str:
         ({"settings": {"seed": -1}}, ("--seed",)),
         ({"settings": {"seed": 2**32}}, ("--seed", "4294967296")),
         ({"vocab_size": 10}, ("--vocab-size", "300", "got 10")),
+        ({"row_groups": 0}, ("--row-groups must be from 1 to 8, got 0",)),
+        ({"row_groups": 9}, ("--row-groups", "got 9")),
+        ({"row_groups": 2.0}, ("--row-groups", "got 2.0")),
     ],
 )
 def test_bad_settings_are_refused_before_the_data_is_read(
@@ -249,6 +252,12 @@ def test_a_data_file_name_that_is_not_utf8_is_recorded_in_a_form_metadata_json_h
     )
     assert json.loads(data.model_dump_json().encode("utf-8"))["sources"] == names
     assert source_names([Path("tweets é.csv")]) == ["tweets é.csv"]  # valid names stay as they are
+
+
+def test_row_groups_are_recorded_with_the_hyperparameters_when_not_one() -> None:
+    check_options(options(row_groups=8))
+    assert "row_groups" not in _hyperparameters(options(), {})
+    assert _hyperparameters(options("gpt2", row_groups=2), {})["row_groups"] == 2
 
 
 def test_an_init_from_path_that_is_not_utf8_is_recorded_in_a_form_metadata_json_holds() -> None:

@@ -205,6 +205,8 @@ def test_path_hyperparameters_without_channels_pass_through() -> None:
         ({"model": "lstm", "preset": " "}, "'preset': must not be empty"),
         ({"model": "lstm", "max-tweets": 1, "max_tweets": 2}, "are the same hyperparameter"),
         ({"model": "lstm", "init_from": "gpt2"}, "'init_from' applies to model gpt2 only"),
+        ({"model": "lstm", "row_groups": 9}, "'row_groups': must be at most 8, got 9"),
+        ({"model": "lstm", "row_groups": 0}, "'row_groups': must be at least 1"),
     ],
 )
 def test_bad_hyperparameters_are_rejected(hyperparameters: dict[str, Any], message: str) -> None:
@@ -333,6 +335,7 @@ def test_arguments_parse_with_the_train_command() -> None:
         "variant": "gpt2",
         "version": "v7",
         "samples": 4,
+        "row_groups": 2,
         "keep_urls": True,
         "keep_mentions": True,
         "lowercase": True,
@@ -346,7 +349,7 @@ def test_arguments_parse_with_the_train_command() -> None:
     assert dict(args.overrides) == {"n_layer": 1}
     assert (args.sequence_length, args.learning_rate, args.patience) == (32, 1e-3, 3)
     assert (args.vocab_size, args.variant, args.version, args.samples) == (500, "gpt2", "v7", 4)
-    assert args.keep_urls and args.keep_mentions and args.lowercase
+    assert args.keep_urls and args.keep_mentions and args.lowercase and args.row_groups == 2
 
 
 # --- model_build/train.py ------------------------------------------------------------------
