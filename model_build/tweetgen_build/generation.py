@@ -129,8 +129,9 @@ def widen_logits(logits: tf.Tensor) -> tf.Tensor:
 # its input width is two such products (each half the hidden state times half the kernel's
 # rows, whose sum is the logits), and the vocabulary head is the largest product of every step.
 # A Dense kernel's rows are contiguous, so the split copies nothing. Tiny LSTM (8,000 ids by
-# 128) served in turns on a 2-core Xeon: 1.33x as fast at batch 1 and 1.18x at batch 8, and as
-# many requests per second from two clients at once as with the whole head. Splitting along the
+# 128) served in turns on a 2-core Xeon: 1.25x as fast at batch 1 and 1.23x at batch 8 (small:
+# 1.21x, 1.25x), and as many requests per second from two clients at once as with the whole
+# head (with its bias as rows of the batch, see ``sampling_head``). Splitting along the
 # vocabulary instead (each part's logits and block maxima side by side) copied the kernel's
 # columns at every request, which cost two clients 8 to 16 % of their requests per second; and
 # for GPT-2's tied table neither split changed tiny's timings, so GPT-2 keeps its head whole.
