@@ -197,6 +197,9 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     "learning_rate": Hyperparameter("--learning-rate", _parse_positive_float, "optimizer step"),
     "patience": Hyperparameter("--patience", _int(1), "early-stopping patience in epochs"),
     "vocab_size": Hyperparameter("--vocab-size", _int(1), "tokenizer vocabulary"),
+    "xla_decode": Hyperparameter(
+        "--xla-decode", _parse_bool, "GPT-2: the decoding step compiled by XLA (GPU endpoints)"
+    ),
     "row_groups": Hyperparameter(
         "--row-groups", _int(1, MAX_ROW_GROUPS), "decode a batch in N groups of rows side by side"
     ),
@@ -247,6 +250,8 @@ def validate_hyperparameters(hyperparameters: Mapping[str, object]) -> dict[str,
         problems.append("hyperparameter 'model' is required (lstm or gpt2)")
     if values.get("init_from") is not None and values.get("model", "gpt2") != "gpt2":
         problems.append("hyperparameter 'init_from' applies to model gpt2 only")
+    if values.get("xla_decode") and values.get("model", "gpt2") != "gpt2":
+        problems.append("hyperparameter 'xla_decode' applies to model gpt2 only")
     if problems:
         raise InputError("; ".join(problems))
     return values

@@ -206,6 +206,7 @@ def test_path_hyperparameters_without_channels_pass_through() -> None:
         ({"model": "lstm", "max-tweets": 1, "max_tweets": 2}, "are the same hyperparameter"),
         ({"model": "lstm", "init_from": "gpt2"}, "'init_from' applies to model gpt2 only"),
         ({"model": "lstm", "row_groups": 9}, "'row_groups': must be at most 8, got 9"),
+        ({"model": "lstm", "xla_decode": True}, "'xla_decode' applies to model gpt2 only"),
         ({"model": "lstm", "row_groups": 0}, "'row_groups': must be at least 1"),
     ],
 )
@@ -336,6 +337,7 @@ def test_arguments_parse_with_the_train_command() -> None:
         "version": "v7",
         "samples": 4,
         "row_groups": 2,
+        "xla_decode": True,
         "keep_urls": True,
         "keep_mentions": True,
         "lowercase": True,
@@ -350,6 +352,7 @@ def test_arguments_parse_with_the_train_command() -> None:
     assert (args.sequence_length, args.learning_rate, args.patience) == (32, 1e-3, 3)
     assert (args.vocab_size, args.variant, args.version, args.samples) == (500, "gpt2", "v7", 4)
     assert args.keep_urls and args.keep_mentions and args.lowercase and args.row_groups == 2
+    assert args.xla_decode is True
 
 
 # --- model_build/train.py ------------------------------------------------------------------
