@@ -371,12 +371,40 @@ class BatchingConfig:
             return None
         default = cls()
         return cls(
-            max_batch_size=int(environment.get("SAGEMAKER_TFS_MAX_BATCH_SIZE", 8)),
-            batch_timeout_s=int(environment.get("SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS", 1000)) / 1e6,
-            num_batch_threads=int(
-                environment.get("SAGEMAKER_TFS_NUM_BATCH_THREADS", default.num_batch_threads)
+            max_batch_size=environment_count(
+                environment, "SAGEMAKER_TFS_MAX_BATCH_SIZE", default.max_batch_size, "rows", 1
+            ),
+            batch_timeout_s=environment_count(
+                environment, "SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS", 1000, "microseconds", 0
+            )
+            / 1e6,
+            num_batch_threads=environment_count(
+                environment,
+                "SAGEMAKER_TFS_NUM_BATCH_THREADS",
+                default.num_batch_threads,
+                "threads",
+                1,
             ),
         )
+
+
+def environment_count(
+    environment: Mapping[str, str], name: str, default: int, unit: str, minimum: int
+) -> int:
+    """A whole number from a container variable (``default`` when unset), at least ``minimum``;
+    ValueError naming the variable otherwise (the model then fails to load, as it would in the
+    container, whose model server refuses such a flag)."""
+    raw = environment.get(name)
+    if raw is None:
+        return default
+    try:
+        count = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number of {unit}, not {raw!r}") from None
+    if count < minimum:
+        floor = "0 (TensorFlow's choice)" if minimum == 0 and unit == "threads" else str(minimum)
+        raise ValueError(f"{name} must be {floor} or more, not {count}")
+    return count
 
 
 @dataclass(frozen=True)
@@ -397,17 +425,15 @@ class ThreadPools:
     @classmethod
     def from_environment(cls, environment: Mapping[str, str]) -> ThreadPools:
         """The container's variables (a model's ``PrimaryContainer.Environment``); unset = 0."""
-        counts: list[int] = []
-        for name in ("SAGEMAKER_TFS_INTRA_OP_PARALLELISM", "SAGEMAKER_TFS_INTER_OP_PARALLELISM"):
-            raw = environment.get(name, "0")
-            try:
-                count = int(raw)
-            except ValueError:
-                raise ValueError(f"{name} must be a whole number of threads, not {raw!r}") from None
-            if count < 0:
-                raise ValueError(f"{name} must be 0 (TensorFlow's choice) or more, not {count}")
-            counts.append(count)
-        return cls(*counts)
+        return cls(
+            *(
+                environment_count(environment, name, 0, "threads", 0)
+                for name in (
+                    "SAGEMAKER_TFS_INTRA_OP_PARALLELISM",
+                    "SAGEMAKER_TFS_INTER_OP_PARALLELISM",
+                )
+            )
+        )
 
 
 @dataclass

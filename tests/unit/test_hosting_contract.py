@@ -478,6 +478,25 @@ def test_batching_settings_come_from_the_container_environment() -> None:
     assert config == BatchingConfig(max_batch_size=16, batch_timeout_s=0.005, num_batch_threads=3)
     with pytest.raises(ValueError, match="'true' or 'false'"):
         BatchingConfig.from_environment({"SAGEMAKER_TFS_ENABLE_BATCHING": "yes"})
+    # Each count is named in its error, as the thread pools' are.
+    on = {"SAGEMAKER_TFS_ENABLE_BATCHING": "true"}
+    for name, raw, message in [
+        ("SAGEMAKER_TFS_MAX_BATCH_SIZE", "8.5", "must be a whole number of rows, not '8.5'"),
+        ("SAGEMAKER_TFS_MAX_BATCH_SIZE", "0", "must be 1 or more, not 0"),
+        ("SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS", "-5", "must be 0 or more, not -5"),
+        (
+            "SAGEMAKER_TFS_NUM_BATCH_THREADS",
+            "many",
+            "must be a whole number of threads, not 'many'",
+        ),
+        ("SAGEMAKER_TFS_NUM_BATCH_THREADS", "0", "must be 1 or more, not 0"),
+    ]:
+        with pytest.raises(ValueError) as caught:
+            BatchingConfig.from_environment({**on, name: raw})
+        assert str(caught.value) == f"{name} {message}"
+    assert BatchingConfig.from_environment({**on, "SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS": "0"}) == (
+        BatchingConfig(batch_timeout_s=0.0)
+    )
 
 
 def test_thread_pools_come_from_the_container_environment() -> None:
