@@ -389,11 +389,17 @@ class BatchingConfig:
 
 
 def environment_count(
-    environment: Mapping[str, str], name: str, default: int, unit: str, minimum: int
+    environment: Mapping[str, str],
+    name: str,
+    default: int,
+    unit: str,
+    minimum: int,
+    minimum_means: str = "",
 ) -> int:
-    """A whole number from a container variable (``default`` when unset), at least ``minimum``;
-    ValueError naming the variable otherwise (the model then fails to load, as it would in the
-    container, whose model server refuses such a flag)."""
+    """A whole number from a container variable (``default`` when unset), at least ``minimum``
+    (``minimum_means``: what that value asks for, named in the error); ValueError naming the
+    variable otherwise (the model then fails to load, as it would in the container, whose model
+    server refuses such a flag)."""
     raw = environment.get(name)
     if raw is None:
         return default
@@ -402,7 +408,7 @@ def environment_count(
     except ValueError:
         raise ValueError(f"{name} must be a whole number of {unit}, not {raw!r}") from None
     if count < minimum:
-        floor = "0 (TensorFlow's choice)" if minimum == 0 and unit == "threads" else str(minimum)
+        floor = f"{minimum} ({minimum_means})" if minimum_means else str(minimum)
         raise ValueError(f"{name} must be {floor} or more, not {count}")
     return count
 
@@ -427,7 +433,7 @@ class ThreadPools:
         """The container's variables (a model's ``PrimaryContainer.Environment``); unset = 0."""
         return cls(
             *(
-                environment_count(environment, name, 0, "threads", 0)
+                environment_count(environment, name, 0, "threads", 0, "TensorFlow's choice")
                 for name in (
                     "SAGEMAKER_TFS_INTRA_OP_PARALLELISM",
                     "SAGEMAKER_TFS_INTER_OP_PARALLELISM",

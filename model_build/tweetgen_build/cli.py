@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tweetgen_build.configs import MAX_INT, MAX_ROW_GROUPS
+from tweetgen_build.configs import MAX_INT, MAX_ROW_GROUPS, check_row_groups
 from tweetgen_build.errors import InputError, ServingMismatch, check_artifact_path, printable
 
 PROG = "tweetgen"
@@ -30,9 +30,12 @@ def _positive(value: str) -> int:
 
 def _row_groups(value: str) -> int:
     number = int(value)
-    if not 1 <= number <= MAX_ROW_GROUPS:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_ROW_GROUPS}, got {number}")
-    return number
+    try:
+        return check_row_groups(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be from 1 to {MAX_ROW_GROUPS}, got {number}"
+        ) from None
 
 
 def _override(value: str) -> tuple[str, Any]:

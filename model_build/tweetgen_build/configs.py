@@ -22,6 +22,16 @@ MAX_SEED = 2**32 - 1
 MAX_ROW_GROUPS = 8
 
 
+def check_row_groups(groups: int) -> int:
+    """``groups`` if it is a valid ``row_groups`` setting, else ValueError. The command line,
+    the build's options and the serving modules all check with it."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= MAX_ROW_GROUPS:
+        raise ValueError(
+            f"row_groups must be an integer from 1 to {MAX_ROW_GROUPS}, not {groups!r}"
+        )
+    return groups
+
+
 @dataclass(frozen=True)
 class LSTMConfig:
     vocab_size: int

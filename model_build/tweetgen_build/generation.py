@@ -14,8 +14,6 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import tensorflow as tf
 
-from tweetgen_build.configs import MAX_ROW_GROUPS
-
 _MASK32 = 0xFFFFFFFF
 T = TypeVar("T")
 
@@ -381,15 +379,6 @@ def token_log_probs(
     log_probs = tf.nn.log_softmax(tf.cast(logits[:, :-1, :], tf.float32), axis=-1)
     picked = tf.gather(log_probs, targets, batch_dims=2)
     return picked * tf.cast(attention_mask[:, 1:], tf.float32)
-
-
-def check_row_groups(groups: int) -> int:
-    """``groups`` if it is a valid ``row_groups`` setting, else ValueError."""
-    if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= MAX_ROW_GROUPS:
-        raise ValueError(
-            f"row_groups must be an integer from 1 to {MAX_ROW_GROUPS}, not {groups!r}"
-        )
-    return groups
 
 
 GenerateRows = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]

@@ -13,14 +13,13 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from tweetgen_build.configs import GPT2Settings
+from tweetgen_build.configs import GPT2Settings, check_row_groups
 from tweetgen_build.errors import InputError, error_line, printable
 from tweetgen_build.generation import (
     GeneratorServing,
     Head,
     Unsaved,
     block_width,
-    check_row_groups,
     left_pad_positions,
     sampling_head,
     widen_logits,

@@ -7,11 +7,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tweetgen_build.configs import LSTMConfig
+from tweetgen_build.configs import LSTMConfig, check_row_groups
 from tweetgen_build.generation import (
     GeneratorServing,
     Unsaved,
-    check_row_groups,
     default_head_parts,
     head_logits,
     part_sizes,

@@ -30,6 +30,7 @@ from tweetgen_build.configs import (
     MAX_SEED,
     GPT2Settings,
     LSTMConfig,
+    check_row_groups,
     setting_problem,
 )
 from tweetgen_build.data import CleaningOptions, Splits, load_corpus, split_corpus
@@ -293,9 +294,12 @@ def check_options(options: TrainOptions) -> None:
     ):
         raise InputError(f"--learning-rate must be a positive finite number, got {rate!r}")
     check_seed(options.settings.seed)
-    groups = options.row_groups
-    if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= MAX_ROW_GROUPS:
-        raise InputError(f"--row-groups must be from 1 to {MAX_ROW_GROUPS}, got {groups!r}")
+    try:
+        check_row_groups(options.row_groups)
+    except ValueError:
+        raise InputError(
+            f"--row-groups must be from 1 to {MAX_ROW_GROUPS}, got {options.row_groups!r}"
+        ) from None
     if options.init_from is not None and options.model == "gpt2":
         check_init_from(options.init_from)
     artifact_files = UNPACKED_FILES if options.unpacked else ARTIFACT_FILES
