@@ -130,6 +130,7 @@ def test_top_k_candidates_equal_tf_top_k() -> None:
 
     rng = np.random.default_rng(3)
     for vocab, k in [(8000, 40), (8003, 40), (8000, 1), (100, 6), (100, 7), (33, 33), (5, 2)]:
+        # Normal draws (no ties): the ids are tf.math.top_k's too, in its order.
         logits = tf.constant(rng.normal(size=(3, vocab)).astype(np.float32))
         values, ids = top_k_candidates(logits, tf.constant(k))
         expected_values, expected_ids = tf.math.top_k(logits, k=k)
@@ -147,10 +148,33 @@ def test_top_k_candidates_equal_tf_top_k() -> None:
     np.testing.assert_array_equal(values.numpy(), expected_values.numpy())
     np.testing.assert_array_equal(ids.numpy()[:, :10], expected_ids.numpy()[:, :10])
     np.testing.assert_array_equal(ids.numpy()[:2], expected_ids.numpy()[:2])
-    # Ties: equal values come out lowest id first, as with tf.math.top_k.
+    # Ties: equal values come out lowest id first where their blocks' maxima are equal too.
     flat = tf.zeros([2, 1000])
     _, ids = top_k_candidates(flat, tf.constant(20))
     assert ids.numpy().tolist() == [list(range(20))] * 2
+
+
+def test_top_k_candidates_put_the_lowest_id_of_the_largest_value_first() -> None:
+    """Greedy decoding takes the first candidate: it must be tf.argmax's choice, whatever ties.
+
+    Equal values in blocks of different maxima come out in the order of those maxima, so only
+    the values are compared with tf.math.top_k where they tie.
+    """
+    from tweetgen_build.generation import top_k_candidates
+
+    rng = np.random.default_rng(11)
+    # Few distinct values: every row ties at its maximum in several blocks, and below it.
+    logits = rng.integers(0, 4, size=(6, 8000)).astype(np.float32)
+    logits[0, 5000] = 9.0  # one row with a single largest value, late in the vocabulary
+    logits[1, [4000, 17, 7999]] = 9.0  # its largest value in three blocks
+    values, ids = top_k_candidates(tf.constant(logits), tf.constant(40))
+    expected_values, _ = tf.math.top_k(logits, k=40)
+    np.testing.assert_array_equal(values.numpy(), expected_values.numpy())
+    np.testing.assert_array_equal(ids.numpy()[:, 0], tf.argmax(logits, axis=-1).numpy())
+    assert ids.numpy()[1, 0] == 17
+    # Every id holds the value it comes with, and no id comes twice.
+    np.testing.assert_array_equal(np.take_along_axis(logits, ids.numpy(), -1), values.numpy())
+    assert all(len(set(row)) == 40 for row in ids.numpy().tolist())
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3])
