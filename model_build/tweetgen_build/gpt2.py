@@ -374,23 +374,21 @@ class GPT2Serving(GeneratorServing):
         return (needed + self.cache_bucket - 1) // self.cache_bucket * self.cache_bucket
 
     def _sampling_head(self, batch: tf.Tensor) -> Head | tuple[()]:
-        """The tied table widened once per request (``sampling_head``), laid out for the batch;
-        ``()`` where the table is not widened (``widen_head``: with XLA, or above
-        ``WIDEN_MAX_ELEMENTS``).
+        """The tied table widened once per request (``sampling_head``) and transposed to
+        [d, vocab], for a plain MatMul at every token; ``()`` where the table is not widened
+        (``widen_head``: with XLA, or above ``WIDEN_MAX_ELEMENTS``).
 
-        One row of hidden states reads the table [vocab, d] row by row (MatMul with
-        ``transpose_b``). Above one row it is transposed to [d, vocab] once, for a plain MatMul
-        at every token. Per tiny-GPT-2 request of 32 tokens on a 2-core AMD EPYC: at batch 8,
-        17.1 ms against 18.2 ms with the einsum on [vocab, d]; at batch 1, 8.5 ms against
-        9.3 ms with the transposed table.
+        At batch 1 the loop used to multiply by the table [vocab, d] itself (MatMul with
+        ``transpose_b``), chosen by a branch at every token; the branch cost more than that
+        layout saved. Transposed for every batch size, served in turns on a 2-core AMD EPYC:
+        tiny GPT-2 1.10 times as fast at batch 1 and 1.02 at batch 8, ``small`` 1.13 and 1.04,
+        with the same tokens.
         """
         if not self.widen_head:
             return ()
         head = sampling_head(self._table(), vocab_axis=0, batch=batch)
         (rows,) = head.kernels
-        return head._replace(
-            kernels=(tf.cond(batch > 1, lambda: tf.transpose(rows), lambda: rows),)
-        )
+        return head._replace(kernels=(tf.transpose(rows),))
 
     def _head_logits(self, hidden: tf.Tensor, decoding: _Decoding) -> tf.Tensor:
         """Logits of hidden states [batch, d]: widened to whole sampler blocks where the
@@ -399,17 +397,10 @@ class GPT2Serving(GeneratorServing):
         if not head:
             return _vocab_head(hidden, decoding.table)
         (weights,) = head.kernels
-        # The bias (where widening gave one) outside the branches: fused into MatMul, oneDNN
-        # runs one row slower.
-        product = tf.cond(
-            tf.shape(hidden)[0] > 1,
-            lambda: tf.matmul(hidden, weights),
-            lambda: tf.matmul(hidden, weights, transpose_b=True),
-        )
-        # The branches' kernels have different shapes ([d, width] and [width, d]), so the cond
-        # leaves the logits' width unknown when the graph is built; unknown, it made the
-        # sampler pad the logits and compute its blocks' shapes at every token (about a dozen
-        # operations, one of them a copy of the logits).
+        # The width is known when the graph is built (unknown, it made the sampler pad the
+        # logits and compute its blocks' shapes at every token: about a dozen operations, one
+        # of them a copy of the logits).
+        product = tf.matmul(hidden, weights)
         product.set_shape([None, block_width(self.model.config.vocab_size)])
         return with_bias(product, head)
 
