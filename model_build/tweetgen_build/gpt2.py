@@ -19,7 +19,6 @@ from tweetgen_build.generation import (
     GeneratorServing,
     Head,
     Unsaved,
-    block_width,
     left_pad_positions,
     sampling_head,
     widen_logits,
@@ -397,12 +396,7 @@ class GPT2Serving(GeneratorServing):
         if not head:
             return _vocab_head(hidden, decoding.table)
         (weights,) = head.kernels
-        # The width is known when the graph is built (unknown, it made the sampler pad the
-        # logits and compute its blocks' shapes at every token: about a dozen operations, one
-        # of them a copy of the logits).
-        product = tf.matmul(hidden, weights)
-        product.set_shape([None, block_width(self.model.config.vocab_size)])
-        return with_bias(product, head)
+        return with_bias(tf.matmul(hidden, weights), head)
 
     def _decoding(self, attention_mask: tf.Tensor, slots: tf.Tensor) -> _Decoding:
         """The request's constants for every decoding step (see ``_Decoding``)."""
