@@ -253,13 +253,14 @@ def _pick(
 
     The candidates come sorted by logit, so the first is the greedy choice and the scaled
     weights ``exp((v - v_max) / T)`` start at 1. The chosen candidate is the first whose
-    cumulative weight exceeds ``uniform`` times the total; candidates of weight 0 (a logit of
-    -inf) are never chosen. ``inverse_temperature`` 0 means greedy.
+    cumulative weight exceeds ``uniform`` (the row's draw, [batch, 1]) times the total;
+    candidates of weight 0 (a logit of -inf) are never chosen. ``inverse_temperature`` 0 means
+    greedy.
     """
     values, indices = top_k_candidates(logits, k)
     greedy = indices[:, 0]
     cumulative = tf.cumsum(tf.exp((values - values[:, :1]) * inverse_temperature), axis=-1)
-    below = tf.cast(cumulative < uniform[:, None] * cumulative[:, -1:], tf.int32)
+    below = tf.cast(cumulative < uniform * cumulative[:, -1:], tf.int32)
     sampled = tf.gather(indices, tf.reduce_sum(below, axis=-1), batch_dims=1)
     return tf.where(inverse_temperature > 0.0, sampled, greedy)
 
@@ -281,7 +282,7 @@ def select_next(
     Sampling only among the top-k candidates keeps the cost independent of the vocabulary size.
     """
     k = candidate_count(top_k, tf.shape(logits)[-1])
-    uniform = step_uniforms(row_seeds, step + 1)[step]
+    uniform = step_uniforms(row_seeds, step + 1)[step][:, None]
     return _pick(logits, _inverse_temperature(temperature), k, uniform)
 
 
@@ -323,38 +324,40 @@ def generate_loop(
     batch = tf.shape(input_ids)[0]
     logits, cache = prefill(input_ids, attention_mask)
     max_new_tokens = tf.maximum(max_new_tokens, 0)
-    # What sampling needs, computed once per request: one draw per row and token.
+    # What sampling needs, computed once per request: one draw per row and token, [steps,
+    # batch, 1] as ``_pick`` takes them (no reshape per token).
     uniforms = step_uniforms(
         tf.cast(seed, tf.int64) + tf.range(batch, dtype=tf.int64), tf.maximum(max_new_tokens, 1)
-    )
+    )[:, :, None]
     k = candidate_count(top_k, tf.shape(logits)[-1])
     inverse_temperature = _inverse_temperature(temperature)
 
-    def pick(logits: tf.Tensor, i: tf.Tensor, finished: tf.Tensor) -> tf.Tensor:
+    def pick(logits: tf.Tensor, i: tf.Tensor, running: tf.Tensor) -> tf.Tensor:
         token = _pick(logits, inverse_temperature, k, uniforms[i])
-        return tf.where(finished, tf.constant(eos_id, tf.int32), token)
+        return tf.where(running, token, tf.constant(eos_id, tf.int32))
 
     # The first token comes from the prompt's logits; each turn of the loop then runs one
     # step on the previous token and picks the next, so the last token costs no forward pass
     # and the loop has no branch in it. A budget of 0 is cut off at the end.
-    first = pick(logits, tf.constant(0), tf.zeros([batch], tf.bool))
+    first = pick(logits, tf.constant(0), tf.ones([batch], tf.bool))
     out = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=tf.TensorShape([None]))
     out = out.write(0, first)
 
+    # ``running``: the rows that have not generated end-of-text yet.
     def cond(
-        i: tf.Tensor, token: tf.Tensor, cache: Cache, finished: tf.Tensor, out: Any
+        i: tf.Tensor, token: tf.Tensor, cache: Cache, running: tf.Tensor, out: Any
     ) -> tf.Tensor:
-        return tf.logical_and(i < max_new_tokens, tf.logical_not(tf.reduce_all(finished)))
+        return tf.logical_and(i < max_new_tokens, tf.reduce_any(running))
 
     def body(
-        i: tf.Tensor, token: tf.Tensor, cache: Cache, finished: tf.Tensor, out: Any
+        i: tf.Tensor, token: tf.Tensor, cache: Cache, running: tf.Tensor, out: Any
     ) -> tuple[Any, ...]:
         logits, cache = step(token, cache)
-        token = pick(logits, i, finished)
+        token = pick(logits, i, running)
         out = out.write(i, token)
-        return i + 1, token, cache, tf.logical_or(finished, tf.equal(token, eos_id)), out
+        return i + 1, token, cache, tf.logical_and(running, tf.not_equal(token, eos_id)), out
 
-    loop_vars = (tf.constant(1), first, cache, tf.equal(first, eos_id), out)
+    loop_vars = (tf.constant(1), first, cache, tf.not_equal(first, eos_id), out)
     invariants = (
         tf.TensorShape([]),
         tf.TensorShape([None]),

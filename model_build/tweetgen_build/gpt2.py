@@ -7,6 +7,7 @@ exported SavedModel needs neither transformers nor tf-keras to load.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -135,11 +136,38 @@ WIDEN_MAX_ELEMENTS = 1 << 22
 Pair = tuple[tf.Tensor, tf.Tensor]
 
 
-def _layer_norm(x: tf.Tensor, norm: Pair, epsilon: float) -> tf.Tensor:
-    gamma, beta = norm
+def _normalize(x: tf.Tensor, epsilon: float) -> tf.Tensor:
+    """A layer norm without its gamma and beta (see ``_folded``)."""
     centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
     variance = tf.reduce_mean(centered * centered, axis=-1, keepdims=True)
-    return centered * tf.math.rsqrt(variance + epsilon) * gamma + beta
+    return centered * tf.math.rsqrt(variance + epsilon)
+
+
+def _layer_norm(x: tf.Tensor, norm: Pair, epsilon: float) -> tf.Tensor:
+    gamma, beta = norm
+    return _normalize(x, epsilon) * gamma + beta
+
+
+def _folded(norm: Pair, linear: Pair, columns: tf.Tensor | None = None) -> Pair:
+    """A layer norm's gamma and beta folded into the linear layer that reads it:
+    ``layer_norm(x) @ W + b == normalize(x) @ (gamma[:, None] * W) + (beta @ W + b)``; with
+    ``columns``, each output column also scaled by its factor."""
+    gamma, beta = norm
+    kernel, bias = linear
+    kernel, bias = gamma[:, None] * kernel, tf.linalg.matvec(kernel, beta, transpose_a=True) + bias
+    if columns is not None:
+        kernel, bias = kernel * columns, bias * columns
+    return kernel, bias
+
+
+# tanh GELU (transformers' "gelu_new"): 0.5 x (1 + tanh(z)) is x * sigmoid(2 z), with
+# z = sqrt(2 / pi) (x + 0.044715 x^3): six operations where tf.nn.gelu takes eight.
+_GELU_LINEAR = 2.0 * (2.0 / math.pi) ** 0.5
+_GELU_CUBIC = _GELU_LINEAR * 0.044715
+
+
+def _gelu(x: tf.Tensor) -> tf.Tensor:
+    return x * tf.sigmoid(x * (_GELU_LINEAR + _GELU_CUBIC * (x * x)))
 
 
 def _value(variable: Any) -> tf.Tensor:
@@ -176,6 +204,12 @@ def _apply(x: tf.Tensor, linear: Pair) -> tf.Tensor:
     return tf.matmul(x, kernel) + bias
 
 
+def _residual(x: tf.Tensor, inputs: tf.Tensor, linear: Pair) -> tf.Tensor:
+    """``x + _apply(inputs, linear)`` as one AddN of the residual, the product and the bias rows."""
+    kernel, bias = linear
+    return tf.add_n([x, tf.matmul(inputs, kernel), bias])
+
+
 def _vocab_head(x: tf.Tensor, table: tf.Tensor) -> tf.Tensor:
     """Logits [batch, vocab] of hidden states [batch, d] against the tied table [vocab, d].
 
@@ -203,12 +237,12 @@ def _softmax(x: tf.Tensor) -> tf.Tensor:
 
 
 class _Block(NamedTuple):
-    """One block's weights for the decoding step, each bias as rows of the batch (_apply)."""
+    """One block's weights for the decoding step, each bias as rows of the batch (_apply); the
+    two layer norms' gamma and beta folded into the layers that read them (_folded), and the
+    attention's 1 / sqrt(head_dim) into its queries."""
 
-    norm_1: Pair
     attention: Pair
     projection: Pair
-    norm_2: Pair
     feed_forward: Pair
     output: Pair
 
@@ -402,13 +436,13 @@ class GPT2Serving(GeneratorServing):
         """The request's constants for every decoding step (see ``_Decoding``)."""
         main = self.model.transformer
         batch = tf.shape(attention_mask)[0]
+        width = self.n_head * self.head_dim
+        queries = tf.constant([self.head_dim**-0.5] * width + [1.0] * (2 * width))
         blocks = tuple(
             _Block(
-                _norm(block.ln_1),
-                _bias_rows(_conv1d(block.attn.c_attn), batch),
+                _bias_rows(_folded(_norm(block.ln_1), _conv1d(block.attn.c_attn), queries), batch),
                 _bias_rows(_conv1d(block.attn.c_proj), batch),
-                _norm(block.ln_2),
-                _bias_rows(_conv1d(block.mlp.c_fc), batch),
+                _bias_rows(_folded(_norm(block.ln_2), _conv1d(block.mlp.c_fc)), batch),
                 _bias_rows(_conv1d(block.mlp.c_proj), batch),
             )
             for block in main.h
@@ -460,14 +494,15 @@ class GPT2Serving(GeneratorServing):
         """One token through every block, its key and value written into cache slot ``slot``.
 
         The same computation as transformers' TFBlock (pre-norm attention and MLP, tanh GELU),
-        on the same weights, for a single position, read from the request's ``_Decoding``.
+        on the same weights, for a single position, read from the request's ``_Decoding`` (whose
+        linear layers carry the layer norms' gamma and beta and the attention's scale).
         """
         main = self.model.transformer
         position = last_position + 1
         x = tf.gather(decoding.table, token) + tf.gather(decoding.positions, position)
 
         # The cache is slot-major, [slots, batch, n_head, head_dim]: this token's key and value
-        # for every row and head are one contiguous piece (one scatter index), and the slots
+        # for every row and head are one contiguous piece (one row of the cache), and the slots
         # written so far are its first ones, a slice that copies nothing. Without XLA the step
         # attends to those only, so the attention costs what the tokens so far need (slot-major
         # against the former [batch, n_head, slots, head_dim] cache, every slot masked: tiny
@@ -482,29 +517,40 @@ class GPT2Serving(GeneratorServing):
         else:
             bias = written(decoding.prompt_bias)
         where = tf.reshape(slot, [1, 1])
+        row = tf.reshape(slot, [1])
+
+        # Without XLA, this token's row is written into the cache's own buffer (InplaceUpdate
+        # aliases its input): TensorScatterUpdate copied the whole cache at every token and
+        # layer, since inside the loop it cannot take over its input's buffer. The buffer is the
+        # request's own (``generation_prefill`` pads it into being) and nothing reads a slot
+        # before this step has written it: the previous token's reads all lead to this token.
+        # Tiny GPT-2 served in turns on a 2-core AMD EPYC, 200 rounds: 1.09x as fast at batch 8.
+        # XLA updates its buffers in place by itself.
+        def write(cache: tf.Tensor, item: tf.Tensor) -> tf.Tensor:
+            if self.jit_compile:
+                return tf.tensor_scatter_nd_update(cache, where, item)
+            return tf.raw_ops.InplaceUpdate(x=cache, i=row, v=item)
+
         # Shapes with -1 for the batch: constants, not a Shape, a slice and a Pack per token.
-        heads = [-1, self.n_head, self.head_dim]
+        # The query, key and value come out as [1, batch, n_head, head_dim]: one row of the
+        # cache each, and the query broadcast along the slots.
+        heads = [1, -1, 3, self.n_head, self.head_dim]
         new_keys: list[tf.Tensor] = []
         new_values: list[tf.Tensor] = []
-        scale = 1.0 / float(self.head_dim) ** 0.5
         for layer, weights, k_cache, v_cache in zip(
             main.h, decoding.blocks, keys, values, strict=True
         ):
-            a = _layer_norm(x, weights.norm_1, layer.ln_1.epsilon)
-            q, k, v = (
-                tf.reshape(part, heads)
-                for part in tf.split(_apply(a, weights.attention), 3, axis=-1)
-            )
-            k_cache = tf.tensor_scatter_nd_update(k_cache, where, k[None])
-            v_cache = tf.tensor_scatter_nd_update(v_cache, where, v[None])
+            a = _normalize(x, layer.ln_1.epsilon)
+            q, k, v = tf.unstack(tf.reshape(_apply(a, weights.attention), heads), axis=2)
+            k_cache = write(k_cache, k)
+            v_cache = write(v_cache, v)
             # [slots, batch, n_head]: q broadcast along the slots, its leading axis.
-            scores = tf.reduce_sum(q * written(k_cache), axis=-1) * scale + bias
+            scores = tf.reduce_sum(q * written(k_cache), axis=-1) + bias
             attended = tf.reduce_sum(_softmax(scores)[..., None] * written(v_cache), axis=0)
             merged = tf.reshape(attended, [-1, self.n_head * self.head_dim])
-            x = x + _apply(merged, weights.projection)
-            m = _layer_norm(x, weights.norm_2, layer.ln_2.epsilon)
-            m = tf.nn.gelu(_apply(m, weights.feed_forward), approximate=True)
-            x = x + _apply(m, weights.output)
+            x = _residual(x, merged, weights.projection)
+            m = _gelu(_apply(_normalize(x, layer.ln_2.epsilon), weights.feed_forward))
+            x = _residual(x, m, weights.output)
             new_keys.append(k_cache)
             new_values.append(v_cache)
         hidden = _layer_norm(x, decoding.final_norm, main.ln_f.epsilon)

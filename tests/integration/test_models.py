@@ -451,6 +451,89 @@ def test_gpt2_static_cache_equals_the_growing_cache_across_bucket_sizes(
             assert got == expected, (bucket, new, temperature)
 
 
+def test_gpt2_cache_written_in_place_belongs_to_its_request(
+    random_gpt2: Any, tmp_path: Path
+) -> None:
+    """The static cache's rows are written into its own buffer (InplaceUpdate aliases its
+    input): requests served one after another, and two at a time, in a session as TensorFlow
+    Serving runs them, each get exactly what they get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tweetgen_build.gpt2 import GPT2Serving
+    from tweetgen_build.packaging import SessionSavedModel, export_saved_model
+
+    export_saved_model(GPT2Serving(random_gpt2, eos_id=0), tmp_path / "gpt2")
+    served = SessionSavedModel(tmp_path / "gpt2", intra_op_threads=1, inter_op_threads=2)
+    requests = [
+        ([[0, 5, 17, 250, 3], [0, 9]], 0.0, 0),
+        ([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]], 1.0, 21),
+        ([[0, 9], [0, 7, 7], [0, 1, 2, 3]], 1.0, 5),
+    ]
+
+    def answer(request: tuple[list[list[int]], float, int]) -> list[list[int]]:
+        rows, temperature, seed = request
+        width = max(len(r) for r in rows)
+        out = served.run(
+            "serving_default",
+            {
+                "input_ids": np.array([[0] * (width - len(r)) + r for r in rows], np.int32),
+                "attention_mask": np.array(
+                    [[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32
+                ),
+                "max_new_tokens": np.int32(12),
+                "temperature": np.float32(temperature),
+                "top_k": np.int32(40),
+                "seed": np.int64(seed),
+            },
+        )
+        ids, lengths = out["generated_ids"].tolist(), out["lengths"].tolist()
+        return [row[:n] for row, n in zip(ids, lengths, strict=True)]
+
+    module = GPT2Serving(random_gpt2, eos_id=0, static_cache=False)
+    alone = [
+        _module_generate(module, rows, new=12, temperature=temperature, seed=seed)
+        for rows, temperature, seed in requests
+    ]
+    assert [answer(request) for request in requests] == alone
+    assert [answer(request) for request in reversed(requests)] == alone[::-1]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(4):
+            assert list(pool.map(answer, requests * 2)) == alone * 2
+
+
+def test_gpt2_layer_norms_fold_into_the_linear_layers_that_read_them() -> None:
+    from tweetgen_build.gpt2 import _folded, _layer_norm, _normalize
+
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(2.0, 3.0, (5, 16)).astype(np.float32))
+    norm = (
+        tf.constant(rng.uniform(0.5, 1.5, 16).astype(np.float32)),
+        tf.constant(rng.normal(0.0, 0.5, 16).astype(np.float32)),
+    )
+    linear = (
+        tf.constant(rng.normal(0.0, 0.3, (16, 12)).astype(np.float32)),
+        tf.constant(rng.normal(0.0, 0.5, 12).astype(np.float32)),
+    )
+    expected = tf.matmul(_layer_norm(x, norm, 1e-5), linear[0]) + linear[1]
+    kernel, bias = _folded(norm, linear)
+    np.testing.assert_allclose(
+        tf.matmul(_normalize(x, 1e-5), kernel) + bias, expected, rtol=1e-5, atol=1e-5
+    )
+    # Scaled columns: the attention's 1 / sqrt(head_dim) on its queries only.
+    columns = tf.constant([0.25] * 4 + [1.0] * 8)
+    kernel, bias = _folded(norm, linear, columns)
+    np.testing.assert_allclose(
+        tf.matmul(_normalize(x, 1e-5), kernel) + bias, expected * columns, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_gpt2_decoding_gelu_is_the_tanh_gelu() -> None:
+    from tweetgen_build.gpt2 import _gelu
+
+    x = tf.constant(np.linspace(-30.0, 30.0, 2001, dtype=np.float32))
+    np.testing.assert_allclose(_gelu(x), tf.nn.gelu(x, approximate=True), rtol=1e-5, atol=1e-6)
+
+
 def test_gpt2_xla_decoding_step_gives_the_same_tokens(random_gpt2: Any) -> None:
     from tweetgen_build.gpt2 import GPT2Serving
 

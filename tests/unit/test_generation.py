@@ -244,5 +244,5 @@ def test_sampling_never_picks_a_widened_id_even_from_the_whole_width() -> None:
         )
         assert int(tf.reduce_max(picked)) < 50
     nearly_one = tf.constant(1.0 - 1e-7)
-    picked = _pick(logits, tf.constant(5.0), tf.constant(64), tf.fill([16], nearly_one))
+    picked = _pick(logits, tf.constant(5.0), tf.constant(64), tf.fill([16, 1], nearly_one))
     assert int(tf.reduce_max(picked)) < 50
