@@ -151,7 +151,14 @@ def _layer_norm(x: tf.Tensor, norm: Pair, epsilon: float) -> tf.Tensor:
 def _folded(norm: Pair, linear: Pair, columns: tf.Tensor | None = None) -> Pair:
     """A layer norm's gamma and beta folded into the linear layer that reads it:
     ``layer_norm(x) @ W + b == normalize(x) @ (gamma[:, None] * W) + (beta @ W + b)``; with
-    ``columns``, each output column also scaled by its factor."""
+    ``columns``, each output column also scaled by its factor.
+
+    Done once per request (``GPT2Serving._decoding``): each decoding step then runs two
+    operations fewer per layer norm (one fewer for the attention's scale), and the loop carries
+    four tensors fewer per block. With the GELU below and the AddN of ``_residual``, tiny GPT-2
+    served in turns on a 2-core AMD EPYC (200 rounds at batch 8) was 1.04 times as fast, with
+    the same tokens; alone, on a Xeon, neither had been measurably faster.
+    """
     gamma, beta = norm
     kernel, bias = linear
     kernel, bias = gamma[:, None] * kernel, tf.linalg.matvec(kernel, beta, transpose_a=True) + bias
