@@ -167,10 +167,12 @@ def _folded(norm: Pair, linear: Pair, columns: tf.Tensor | None = None) -> Pair:
     return kernel, bias
 
 
-# tanh GELU (transformers' "gelu_new"): 0.5 x (1 + tanh(z)) is x * sigmoid(2 z), with
-# z = sqrt(2 / pi) (x + 0.044715 x^3): six operations where tf.nn.gelu takes eight.
+# tanh GELU (transformers' "gelu_new", GPT-2's, and "gelu_fast"): 0.5 x (1 + tanh(z)) is
+# x * sigmoid(2 z), with z = sqrt(2 / pi) (x + 0.044715 x^3): six operations where
+# tf.nn.gelu takes eight.
 _GELU_LINEAR = 2.0 * (2.0 / math.pi) ** 0.5
 _GELU_CUBIC = _GELU_LINEAR * 0.044715
+TANH_GELU = ("gelu_new", "gelu_fast")
 
 
 def _gelu(x: tf.Tensor) -> tf.Tensor:
@@ -556,7 +558,9 @@ class GPT2Serving(GeneratorServing):
             attended = tf.reduce_sum(_softmax(scores)[..., None] * written(v_cache), axis=0)
             merged = tf.reshape(attended, [-1, self.n_head * self.head_dim])
             x = _residual(x, merged, weights.projection)
-            m = _gelu(_apply(_normalize(x, layer.ln_2.epsilon), weights.feed_forward))
+            m = self._activation(layer)(
+                _apply(_normalize(x, layer.ln_2.epsilon), weights.feed_forward)
+            )
             x = _residual(x, m, weights.output)
             new_keys.append(k_cache)
             new_values.append(v_cache)
@@ -566,6 +570,14 @@ class GPT2Serving(GeneratorServing):
         else:
             logits = self._head_logits(hidden, decoding)
         return logits, tuple(new_keys), tuple(new_values), position, slot + 1
+
+    def _activation(self, layer: Any) -> Callable[[tf.Tensor], tf.Tensor]:
+        """The MLP's activation in the decoding step: the model's own (a checkpoint may use
+        another than GPT-2's), or the same tanh GELU in fewer operations."""
+        if self.model.config.activation_function in TANH_GELU:
+            return _gelu
+        activation: Callable[[tf.Tensor], tf.Tensor] = layer.mlp.act
+        return activation
 
     # --- scoring ------------------------------------------------------------------------------
 

@@ -451,6 +451,38 @@ def test_gpt2_static_cache_equals_the_growing_cache_across_bucket_sizes(
             assert got == expected, (bucket, new, temperature)
 
 
+@pytest.mark.parametrize("activation", ["gelu", "relu", "gelu_fast"])
+def test_gpt2_static_cache_uses_the_checkpoints_activation(activation: str) -> None:
+    """A checkpoint loaded with --init-from may use another activation than GPT-2's tanh
+    GELU ("gelu_new"): the hand-written decoding step computes the model's own."""
+    import keras
+    from transformers import GPT2Config, TFGPT2LMHeadModel
+    from tweetgen_build.gpt2 import GPT2Serving
+
+    keras.utils.set_random_seed(9)
+    config = GPT2Config(
+        vocab_size=300,
+        n_positions=32,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        activation_function=activation,
+    )
+    model = TFGPT2LMHeadModel(config)
+    model(tf.zeros([1, 2], tf.int32))
+    model = _randomised(model)
+    growing = GPT2Serving(model, eos_id=0, static_cache=False)
+    static = GPT2Serving(model, eos_id=0)
+    prompts = [[0, 5, 17, 250, 3], [0, 9]]
+    for temperature, seed in ((0.0, 0), (1.0, 3)):
+        expected = _module_generate(growing, prompts, new=12, temperature=temperature, seed=seed)
+        got = _module_generate(static, prompts, new=12, temperature=temperature, seed=seed)
+        assert got == expected, (activation, temperature)
+
+
 def test_gpt2_cache_written_in_place_belongs_to_its_request(
     random_gpt2: Any, tmp_path: Path
 ) -> None:
