@@ -502,8 +502,8 @@ class GPT2Serving(GeneratorServing):
     ) -> tuple[Any, ...]:
         """One token through every block, its key and value written into cache slot ``slot``.
 
-        The same computation as transformers' TFBlock (pre-norm attention and MLP, tanh GELU),
-        on the same weights, for a single position, read from the request's ``_Decoding`` (whose
+        The same computation as transformers' TFBlock (pre-norm attention and MLP with the
+        model's activation: ``_activation``), on the same weights, for a single position, read from the request's ``_Decoding`` (whose
         linear layers carry the layer norms' gamma and beta and the attention's scale).
         """
         main = self.model.transformer
@@ -525,9 +525,6 @@ class GPT2Serving(GeneratorServing):
             bias = decoding.prompt_bias + tf.gather(decoding.future, slot)
         else:
             bias = written(decoding.prompt_bias)
-        where = tf.reshape(slot, [1, 1])
-        row = tf.reshape(slot, [1])
-
         # Without XLA, this token's row is written into the cache's own buffer (InplaceUpdate
         # aliases its input): TensorScatterUpdate copied the whole cache at every token and
         # layer, since inside the loop it cannot take over its input's buffer. The buffer is the
@@ -535,10 +532,12 @@ class GPT2Serving(GeneratorServing):
         # before this step has written it: the previous token's reads all lead to this token.
         # Tiny GPT-2 served in turns on a 2-core AMD EPYC, 200 rounds: 1.09x as fast at batch 8.
         # XLA updates its buffers in place by itself.
+        where = tf.reshape(slot, [1, 1] if self.jit_compile else [1])
+
         def write(cache: tf.Tensor, item: tf.Tensor) -> tf.Tensor:
             if self.jit_compile:
                 return tf.tensor_scatter_nd_update(cache, where, item)
-            return tf.raw_ops.InplaceUpdate(x=cache, i=row, v=item)
+            return tf.raw_ops.InplaceUpdate(x=cache, i=where, v=item)
 
         # Shapes with -1 for the batch: constants, not a Shape, a slice and a Pack per token.
         # The query, key and value come out as [1, batch, n_head, head_dim]: one row of the
