@@ -503,8 +503,9 @@ class GPT2Serving(GeneratorServing):
         """One token through every block, its key and value written into cache slot ``slot``.
 
         The same computation as transformers' TFBlock (pre-norm attention and MLP with the
-        model's activation: ``_activation``), on the same weights, for a single position, read from the request's ``_Decoding`` (whose
-        linear layers carry the layer norms' gamma and beta and the attention's scale).
+        model's activation: ``_activation``), on the same weights, for a single position, read
+        from the request's ``_Decoding`` (whose linear layers carry the layer norms' gamma and
+        beta and the attention's scale).
         """
         main = self.model.transformer
         position = last_position + 1

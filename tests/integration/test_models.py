@@ -32,13 +32,19 @@ def _load(unpacked: dict[str, Path], model: str) -> Any:
     return tf.saved_model.load(str(unpacked[model] / "model" / "1"))
 
 
+def _left_padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows left-padded with id 0 to the longest, and their attention mask."""
+    width = max(len(r) for r in rows)
+    ids = np.array([[0] * (width - len(r)) + r for r in rows], np.int32)
+    mask = np.array([[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32)
+    return ids, mask
+
+
 def _generate(
     loaded: Any, rows: list[list[int]], *, new: int, temperature: float, seed: int, top_k: int = 40
 ) -> list[list[int]]:
     """Left-pad the rows and call the serving signature; return each row's tokens."""
-    width = max(len(r) for r in rows)
-    ids = np.array([[0] * (width - len(r)) + r for r in rows], np.int32)
-    mask = np.array([[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32)
+    ids, mask = _left_padded(rows)
     out = loaded.signatures["serving_default"](
         input_ids=tf.constant(ids),
         attention_mask=tf.constant(mask),
@@ -409,9 +415,7 @@ def _module_output(
     module: Any, rows: list[list[int]], *, new: int, temperature: float, seed: int
 ) -> dict[str, Any]:
     """``module.generate`` on the rows left-padded: its ids and lengths as lists."""
-    width = max(len(r) for r in rows)
-    ids = np.array([[0] * (width - len(r)) + r for r in rows], np.int32)
-    mask = np.array([[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32)
+    ids, mask = _left_padded(rows)
     out = module.generate(
         tf.constant(ids),
         tf.constant(mask),
@@ -504,22 +508,20 @@ def test_gpt2_cache_written_in_place_belongs_to_its_request(
 
     def answer(request: tuple[list[list[int]], float, int]) -> list[list[int]]:
         rows, temperature, seed = request
-        width = max(len(r) for r in rows)
+        ids, mask = _left_padded(rows)
         out = served.run(
             "serving_default",
             {
-                "input_ids": np.array([[0] * (width - len(r)) + r for r in rows], np.int32),
-                "attention_mask": np.array(
-                    [[0] * (width - len(r)) + [1] * len(r) for r in rows], np.int32
-                ),
+                "input_ids": ids,
+                "attention_mask": mask,
                 "max_new_tokens": np.int32(12),
                 "temperature": np.float32(temperature),
                 "top_k": np.int32(40),
                 "seed": np.int64(seed),
             },
         )
-        ids, lengths = out["generated_ids"].tolist(), out["lengths"].tolist()
-        return [row[:n] for row, n in zip(ids, lengths, strict=True)]
+        generated, lengths = out["generated_ids"].tolist(), out["lengths"].tolist()
+        return [row[:n] for row, n in zip(generated, lengths, strict=True)]
 
     module = GPT2Serving(random_gpt2, eos_id=0, static_cache=False)
     alone = [
