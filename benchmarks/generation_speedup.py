@@ -22,10 +22,10 @@ GPT-2 is exported three ways against the same loops: the library's default modul
 key/value cache, no XLA), the same with its decoding step compiled by XLA (``jit_compile=True``,
 an export option that the model server must allow), and with transformers' growing cache (the
 module before the static cache). Both models are also exported with ``row_groups=2``
-(``tweetgen train --row-groups 2``): a batch decoded as two groups of rows side by side, which
-answers a lone request of several prompts sooner and costs concurrent requests more CPU
-(``serving_threads`` measures both). Only the modules served with the stack's pools carry the
-goal.
+(``tweetgen train --row-groups 2``, served with an inter-op pool, which they need): a batch
+decoded as two groups of rows side by side, which answers a lone request of several prompts
+sooner and costs concurrent requests more CPU (``serving_threads`` measures both). Only the
+modules served with the stack's pools carry the goal.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ LSTM_GROUPS = "lstm-groups"
 GPT2_GROUPS = "gpt2-groups"
 ROW_GROUPS = 2
 SERVED = {"lstm": ["lstm", LSTM_GROUPS], "gpt2": ["gpt2", XLA, GROWING, GPT2_GROUPS]}
+# Row groups run their loops side by side on the inter-op pool: served with one (inter-op 0)
+# beside the stack's intra-op setting, and carrying no goal.
+GROUPED = (LSTM_GROUPS, GPT2_GROUPS)
 LABELS = {
     "lstm": "LSTM",
     "gpt2": "GPT-2",
@@ -240,10 +243,13 @@ def serving_worker(
 
 
 def start_servers(kind: str, root: Path, prompts: np.ndarray, seed: int) -> dict[str, Worker]:
-    """A serving process per module of this kind with the stack's thread pools, and one with
-    TensorFlow's own pools for its default module; all loaded before anything is timed."""
+    """A serving process per module of this kind with the stack's thread pools (row groups with
+    an inter-op pool: ``GROUPED``), and one with TensorFlow's own pools for its default module;
+    all loaded before anything is timed."""
     stack = stack_thread_pools()
-    plan = [(name, name, stack) for name in SERVED[kind]] + [(kind + TF_POOLS, kind, (0, 0))]
+    pooled = (stack[0], 0)
+    plan = [(name, name, pooled if name in GROUPED else stack) for name in SERVED[kind]]
+    plan.append((kind + TF_POOLS, kind, (0, 0)))
     servers: dict[str, Worker] = {}
     try:
         for side, module, threads in plan:
@@ -349,7 +355,8 @@ def batch_results(
             f"{label(side)} {preset} ({models.parameters[kind]:,} params),"
             f" batch {batch}, ms/request"
         )
-        default = side in SERVED[kind]  # the stack's default pools, in a process of its own
+        # The stack's default pools, in a process of its own.
+        default = side in SERVED[kind] and side not in GROUPED
         rows.append(
             make_row(
                 NAME,
@@ -450,16 +457,18 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
     notes.append(
         f"{LABELS[LSTM_GROUPS]} and {LABELS[GPT2_GROUPS]} = the row_groups={ROW_GROUPS} export"
         " option (tweetgen train --row-groups): the rows of a request decoded as groups, each in"
-        " a loop of its own, side by side on the inter-op pool; at batch 1, one loop as by"
-        " default. It costs requests that arrive together more CPU: see serving_threads"
+        " a loop of its own, side by side on the inter-op pool, so served with one (inter-op"
+        " 0); at batch 1, one loop as by default. It costs requests that arrive together more"
+        " CPU: see serving_threads"
     )
     intra, inter = stack_thread_pools()
     notes.append(
         "ours: each module served by a process of its own (a request is a call there and back"
         " over a pipe), with the thread pools that the stack gives every model (intra-op"
         f" {intra}, inter-op {inter}: template.yaml's InferenceIntraOpThreads and"
-        f" InferenceInterOpThreads); [{SETTINGS[TF_POOLS]}]: the same process started with 0"
-        " and 0 (TensorFlow sizes both pools by the cores)"
+        f" InferenceInterOpThreads; inter-op -1 runs each request on the thread that called"
+        f" the session); [{SETTINGS[TF_POOLS]}]: the same process started with 0 and 0"
+        " (TensorFlow sizes both pools by the cores)"
     )
     for preset in presets:
         for batch in BATCHES:

@@ -2,9 +2,10 @@
 
 A rollout gives every model TensorFlow Serving's intra-op and inter-op thread counts from the
 template (``InferenceIntraOpThreads``, ``InferenceInterOpThreads``). This measures that setting
-against TensorFlow's own pools (0 and 0: both sized by the cores, the model server's default)
-and against one thread per pool (1 and 1), each in a model server process of its own that
-loads the SavedModel as TensorFlow Serving does (``SessionSavedModel``):
+against TensorFlow's own pools (0 and 0: both sized by the cores, the model server's default),
+one thread per pool (1 and 1) and an inter-op pool of one thread per core (1 and 0, the stack's
+setting before -1), each in a model server process of its own that loads the SavedModel as
+TensorFlow Serving does:
 
 - a lone request (32 new tokens, top-k 40, 1 and 8 prompts): ms in the server, the settings
   timed in turns with a pause between calls (so no pool's idle threads still spin while the
@@ -15,8 +16,9 @@ loads the SavedModel as TensorFlow Serving does (``SessionSavedModel``):
 
 The same two figures at batch 8 compare each model's default module (one loop for the whole
 batch) with its ``row_groups=2`` export (``tweetgen train --row-groups 2``: the rows in two
-groups, each in a loop of its own, side by side on the inter-op pool), both with the stack's
-pools: a lone request gains what two clients at once pay.
+groups, each in a loop of its own, side by side on the inter-op pool), both served with an
+inter-op pool (1 and 0), which row groups need: a lone request gains what two clients at once
+pay.
 
 Both models of the ``tiny`` and ``small`` presets (``--quick``: ``tiny``), untrained (the time
 does not depend on the weights' values), vocabulary 8,000, prompts of 8 tokens from held-out
@@ -67,6 +69,9 @@ CLIENTS = 2
 PAUSE_S = 0.05
 TF_POOLS = (0, 0)
 ONE_EACH = (1, 1)
+# One thread per operation and an inter-op pool of one thread per core: the stack's setting
+# before -1, and what row groups need (their loops run side by side on that pool).
+INTER_OP_POOL = (1, 0)
 
 
 def log(message: str) -> None:
@@ -114,11 +119,12 @@ def server(
 
 def setting_name(threads: tuple[int, int], stack: tuple[int, int]) -> str:
     intra, inter = threads
+    where = f"{inter} inter-op" + (" (each request on its own thread)" if inter < 0 else "")
     if threads == stack:
-        return f"the stack's pools ({intra} intra-op, {inter} inter-op)"
+        return f"the stack's pools ({intra} intra-op, {where})"
     if threads == TF_POOLS:
         return "TensorFlow's own pools (0, 0)"
-    return f"{intra} intra-op, {inter} inter-op"
+    return f"{intra} intra-op, {where}"
 
 
 def measure(
@@ -241,11 +247,11 @@ def measure_row_groups(
     root: Path,
     prompts: np.ndarray,
     seed: int,
-    stack: tuple[int, int],
     timing: tuple[int, float],
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Each model's default module against its ``row_groups`` export, with the stack's pools,
-    at batch 8: what a lone request gains and what requests that arrive together pay."""
+    """Each model's default module against its ``row_groups`` export, both served with an
+    inter-op pool (``INTER_OP_POOL``: row groups need one), at batch 8: what a lone request
+    gains and what requests that arrive together pay."""
     from tweetgen_build.packaging import export_saved_model
 
     rows: list[Row] = []
@@ -254,7 +260,7 @@ def measure_row_groups(
         directory = root / grouped
         shutil.rmtree(directory, ignore_errors=True)
         export_saved_model(models.serving[grouped], directory)
-        sides = {"one loop": (root / kind, stack), grouped: (directory, stack)}
+        sides = {"one loop": (root / kind, INTER_OP_POOL), grouped: (directory, INTER_OP_POOL)}
         figures = measure(kind, preset, sides, prompts, seed, *timing, batches=(max(BATCHES),))
         details[f"{grouped}-{preset}"] = figures
         subject = f"{LABELS[grouped]} {preset} ({models.parameters[kind]:,} params)"
@@ -268,7 +274,7 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
 
     started = time.perf_counter()
     stack = stack_thread_pools()
-    settings = list(dict.fromkeys([stack, TF_POOLS, ONE_EACH]))
+    settings = list(dict.fromkeys([stack, TF_POOLS, ONE_EACH, INTER_OP_POOL]))
     presets = ["tiny"] if quick else ["tiny", "small"]
     rounds, seconds = (8, 2.0) if quick else (20, 4.0)
     log(f"tokenizer (vocab {VOCAB_SIZE:,}) and prompts from {data}")
@@ -289,7 +295,7 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
                 details[f"{kind}-{preset}"] = figures
                 rows += rows_of(kind, preset, models.parameters[kind], figures, settings, stack)
             group_rows, group_details = measure_row_groups(
-                models, preset, root, prompts, seed, stack, (rounds, seconds)
+                models, preset, root, prompts, seed, (rounds, seconds)
             )
             rows += group_rows
             details.update(group_details)
@@ -297,13 +303,15 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
             shutil.rmtree(root, ignore_errors=True)
     notes = [
         f"stack: template.yaml's defaults, InferenceIntraOpThreads {stack[0]} and"
-        f" InferenceInterOpThreads {stack[1]}; 0 lets TensorFlow size a pool by the cores",
+        f" InferenceInterOpThreads {stack[1]}; 0 lets TensorFlow size a pool by the cores,"
+        " and an inter-op setting of -1 runs each request on the thread that called the session",
         f"lone: median of {rounds} requests per setting, in turns, {PAUSE_S * 1e3:.0f} ms apart;"
         f" {CLIENTS} clients: {seconds:.0f} s per setting, in turns; 32 new tokens, top-k 40,"
         " temperature 0.8, prompts of 8 tokens",
         f"[rows in {ROW_GROUPS} groups]: the row_groups={ROW_GROUPS} export (tweetgen train"
         " --row-groups) against the default module (one loop for the whole batch), both with"
-        f" the stack's pools, at batch {max(BATCHES)}",
+        f" an inter-op pool ({INTER_OP_POOL[0]} intra-op, {INTER_OP_POOL[1]} inter-op: the"
+        f" groups' loops run side by side there), at batch {max(BATCHES)}",
     ]
     return BenchResult(
         name=NAME,

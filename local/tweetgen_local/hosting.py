@@ -418,11 +418,13 @@ class ThreadPools:
     """The model server's thread pools: TensorFlow Serving's ``--tensorflow_intra_op_parallelism``
     and ``--tensorflow_inter_op_parallelism``, which the container takes from
     ``SAGEMAKER_TFS_INTRA_OP_PARALLELISM`` and ``SAGEMAKER_TFS_INTER_OP_PARALLELISM``; 0 lets
-    TensorFlow size a pool by the cores.
+    TensorFlow size a pool by the cores, and an inter-op setting of -1 runs each request's
+    operations on the thread that called the session (the request's own), with no pool.
 
     TensorFlow gives every session of a process the pools of its first session or eager
-    context, so here they take effect only when the model is the first TensorFlow work of the
-    process (``tweetgen local up``'s), and are the pools of every model it serves after.
+    context, so pool sizes take effect only when the model is the first TensorFlow work of the
+    process (``tweetgen local up``'s), and are the pools of every model it serves after. The
+    inter-op setting -1 is each session's own: it applies to every model served.
     """
 
     intra_op: int = 0
@@ -430,16 +432,31 @@ class ThreadPools:
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str]) -> ThreadPools:
-        """The container's variables (a model's ``PrimaryContainer.Environment``); unset = 0."""
-        return cls(
-            *(
-                environment_count(environment, name, 0, "threads", 0, "TensorFlow's choice")
-                for name in (
-                    "SAGEMAKER_TFS_INTRA_OP_PARALLELISM",
-                    "SAGEMAKER_TFS_INTER_OP_PARALLELISM",
-                )
-            )
+        """The container's variables (a model's ``PrimaryContainer.Environment``); unset = 0.
+
+        As TensorFlow Serving reads its two flags: it applies them only when one is above 0,
+        and otherwise gives both pools TensorFlow's choice (so an inter-op setting of -1 needs
+        an intra-op one of 1 or more).
+        """
+        pools = cls(
+            environment_count(
+                environment,
+                "SAGEMAKER_TFS_INTRA_OP_PARALLELISM",
+                0,
+                "threads",
+                0,
+                "TensorFlow's choice",
+            ),
+            environment_count(
+                environment,
+                "SAGEMAKER_TFS_INTER_OP_PARALLELISM",
+                0,
+                "threads",
+                -1,
+                "each request on its own thread",
+            ),
         )
+        return pools if max(pools.intra_op, pools.inter_op) > 0 else cls()
 
 
 @dataclass

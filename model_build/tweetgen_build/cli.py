@@ -124,7 +124,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=(
             "decode a request of several prompts as N groups of rows, each in a loop of its"
-            " own, side by side on the model server's inter-op pool: a lone request is"
+            " own, side by side on the model server's inter-op pool (the stack's"
+            " InferenceInterOpThreads must then be 0, or at least N): a lone request is"
             " answered sooner, but requests that arrive together cost more CPU in all"
             f" (default 1, at most {MAX_ROW_GROUPS})"
         ),

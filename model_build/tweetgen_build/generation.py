@@ -123,30 +123,16 @@ def widen_logits(logits: tf.Tensor) -> tf.Tensor:
     return tf.pad(logits, [[0, 0], [0, padding]], constant_values=float("-inf"))
 
 
-# An LSTM head of at least this many weights is split into HEAD_PARTS parts by default
-# (``default_head_parts``). The decoding loop's operations are small and the model server runs
-# each on one thread (the stack's intra-op pool of 1), so a request uses one core, except where
-# two operations are ready at once: the inter-op pool runs them side by side. A head split along
-# its input width is two such products (each half the hidden state times half the kernel's
-# rows, whose sum is the logits), and the vocabulary head is the largest product of every step.
-# A Dense kernel's rows are contiguous, so the split copies nothing. Tiny LSTM (8,000 ids by
-# 128) served in turns on a 2-core Xeon: 1.25x as fast at batch 1 and 1.23x at batch 8 (small:
-# 1.21x, 1.25x), and as many requests per second from two clients at once as with the whole
-# head (with its bias as rows of the batch, see ``sampling_head``). Splitting along the
-# vocabulary instead (each part's logits and block maxima side by side) copied the kernel's
-# columns at every request, which cost two clients 8 to 16 % of their requests per second; and
-# for GPT-2's tied table neither split changed tiny's timings, so GPT-2 keeps its head whole.
-# Smaller heads gain less or lose: per product in a loop on that machine, batch 1 / batch 8,
-# whole -> in 2 parts, [d, vocab] = [64, 8,000]: 70 -> 35 / 139 -> 127 us; [64, 4,000]:
-# 31 -> 34 / 62 -> 49 us; [64, 2,000]: 17 -> 22 / 32 -> 35 us.
-HEAD_PARTS = 2
-SPLIT_MIN_ELEMENTS = 400_000
-
-
-def default_head_parts(vocab: int, width: int) -> int:
-    """Parts of a vocabulary head [width, vocab] by default: HEAD_PARTS from
-    SPLIT_MIN_ELEMENTS weights on, else 1."""
-    return HEAD_PARTS if vocab * width >= SPLIT_MIN_ELEMENTS and width >= HEAD_PARTS else 1
+# A vocabulary head can run as parts along its input width (each part of the hidden state times
+# its rows of the kernel, one AddN summing the products: a Dense kernel's rows are contiguous, so
+# the split copies nothing): ``LSTMServing(head_parts=N)``. The parts are independent
+# operations, which a model server with an inter-op pool (InferenceInterOpThreads 0) runs side
+# by side: the tiny LSTM's head (128 by 8,000) in 2 parts was 1.25x as fast at batch 1 and
+# 1.23x at batch 8 on a 2-core Xeon served that way. The stack's default runs each request on
+# the thread that received it (InferenceInterOpThreads -1), where the parts run one after the
+# other and only add operations: served so, in turns on a 2-core AMD EPYC (AVX2), the whole head
+# was 1.10x as fast at batch 1 and at batch 8, so it is the default. GPT-2 keeps its tied table
+# whole (splitting it changed no timing).
 
 
 def part_sizes(width: int, parts: int) -> list[int]:
@@ -439,7 +425,8 @@ class GeneratorServing(tf.Module):
 
     ``row_groups`` (1 unless a model's module sets it): how many groups of rows ``generate``
     decodes a batch in, each in a loop of its own, side by side on the model server's inter-op
-    pool (``generate_in_row_groups``). A lone request of several prompts may be answered
+    pool (``generate_in_row_groups``; a server that runs each request on its own thread, the
+    stack's default, runs the loops one after the other). A lone request of several prompts may be answered
     sooner, depending on the model and the machine; each loop runs as many operations per token
     as one loop for the whole batch, so requests that arrive together, which keep every core
     busy anyway, cost more CPU in all. Tiny models at batch 8 in 2 groups

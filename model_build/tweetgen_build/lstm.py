@@ -11,7 +11,6 @@ from tweetgen_build.configs import LSTMConfig, check_row_groups
 from tweetgen_build.generation import (
     GeneratorServing,
     Unsaved,
-    default_head_parts,
     head_logits,
     part_sizes,
     sampling_head,
@@ -85,18 +84,17 @@ class LSTMServing(GeneratorServing):
         model: LSTMLanguageModel,
         eos_id: int = EOS_ID,
         *,
-        head_parts: int | None = None,
+        head_parts: int = 1,
         row_groups: int = 1,
     ) -> None:
         super().__init__(name="lstm_serving")
         self._keras = Unsaved(model)
         self.weights = [weight.value for weight in model.weights]
         self.eos_id = eos_id
-        # The decoding loop's vocabulary head in parts along its input width, side by side on
-        # the model server's inter-op pool (tweetgen_build.generation.default_head_parts).
-        units, vocab = model.config.units, model.config.vocab_size
-        self.head_parts = default_head_parts(vocab, units) if head_parts is None else head_parts
-        part_sizes(units, self.head_parts)  # a bad count fails here, not at the first request
+        # The decoding loop's vocabulary head, whole or in parts along its input width (for a
+        # model server whose inter-op pool runs them side by side: see tweetgen_build.generation).
+        self.head_parts = head_parts
+        part_sizes(model.config.units, head_parts)  # a bad count fails here, not at a request
         self.row_groups = check_row_groups(row_groups)
 
     @property

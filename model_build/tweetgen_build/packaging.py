@@ -139,9 +139,10 @@ class SessionSavedModel:
 
         # The model server's flags --tensorflow_intra_op_parallelism and
         # --tensorflow_inter_op_parallelism (the stack's InferenceIntraOpThreads and
-        # InferenceInterOpThreads); 0 lets TensorFlow size a pool by the cores. A process keeps
-        # the pools of its first session or eager context for all the others: one setting per
-        # process, and none once eager TensorFlow has run.
+        # InferenceInterOpThreads); 0 lets TensorFlow size a pool by the cores, and an inter-op
+        # setting of -1 runs a request's operations on the thread that calls ``run``. A process
+        # keeps the pools of its first session or eager context for all the others: one pool
+        # size per process, and none once eager TensorFlow has run (-1 is each session's own).
         config = tf.compat.v1.ConfigProto(
             intra_op_parallelism_threads=intra_op_threads,
             inter_op_parallelism_threads=inter_op_threads,

@@ -289,7 +289,7 @@ def test_each_variant_rolls_out_and_then_serves_that_version(
             "TWEETGEN_VARIANT": variant,
             "TWEETGEN_MODEL_VERSION": "v1",
             "SAGEMAKER_TFS_INTRA_OP_PARALLELISM": "1",
-            "SAGEMAKER_TFS_INTER_OP_PARALLELISM": "0",
+            "SAGEMAKER_TFS_INTER_OP_PARALLELISM": "-1",
         }
 
 

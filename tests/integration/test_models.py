@@ -19,7 +19,7 @@ import tensorflow as tf
 MODELS = ("lstm", "gpt2")
 # (intra-op, inter-op) threads: TensorFlow's own pools, the stack's default, one inter-op thread
 # alone, one thread each.
-SETTINGS = ((0, 0), (1, 0), (0, 1), (1, 1))
+SETTINGS = ((0, 0), (1, 0), (0, 1), (1, 1), (1, -1))
 # In a fresh process's script: the names of its threads (TensorFlow's inter-op pool's are
 # "tf_Compute").
 THREAD_NAMES = (
@@ -316,7 +316,57 @@ def test_each_thread_pool_setting_serves_the_same_tokens_and_sizes_its_own_pool(
     pool = {setting: served[setting]["inter"] for setting in SETTINGS}
     rest = {setting: served[setting]["other"] for setting in SETTINGS}
     assert pool[0, 0] == pool[1, 0] > pool[0, 1] == pool[1, 1] == 1
-    assert rest[0, 0] == rest[0, 1] > rest[1, 0] == rest[1, 1]
+    assert rest[0, 0] == rest[0, 1] > rest[1, 0] == rest[1, 1] == rest[1, -1]
+
+
+@pytest.mark.parametrize("inter", [-1, 0])
+def test_an_inter_op_setting_of_minus_one_runs_each_request_on_its_callers_thread(
+    inter: int, tmp_path: Path
+) -> None:
+    """The stack's InferenceInterOpThreads of -1: a session loaded as TensorFlow Serving loads
+    it runs a request's operations on the thread that called it (two callers at once, each on
+    its own), where 0 hands them to the inter-op pool. An operation of the signature reports
+    the thread it runs on."""
+    served = _run_fresh(
+        textwrap.dedent(
+            f"""
+            import json, threading
+            from pathlib import Path
+            import numpy as np
+            import tensorflow as tf
+            from tweetgen_build.packaging import SessionSavedModel
+
+            def thread_id(x):
+                return np.int64(threading.get_native_id())
+
+            class Probe(tf.Module):
+                @tf.function(input_signature=[tf.TensorSpec([], tf.int64, name="x")])
+                def where(self, x):
+                    return {{"thread": tf.numpy_function(thread_id, [x], tf.int64)}}
+
+            probe = Probe()
+            directory = Path({str(tmp_path / "probe")!r})
+            tf.saved_model.save(probe, str(directory), signatures=probe.where)
+            served = SessionSavedModel(directory, intra_op_threads=1, inter_op_threads={inter})
+            seen = []
+
+            def call():
+                out = served.run("serving_default", {{"x": np.int64(0)}})
+                seen.append([threading.get_native_id(), int(out["thread"])])
+
+            callers = [threading.Thread(target=call) for _ in range(2)]
+            for caller in callers:
+                caller.start()
+            for caller in callers:
+                caller.join()
+            print(json.dumps({{"seen": seen}}))
+            """
+        )
+    )
+    seen = served["seen"]
+    assert len(seen) == 2
+    on_caller = [caller == ran for caller, ran in seen]
+    assert on_caller == ([True, True] if inter < 0 else [False, False])
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every setting is one thread")
@@ -731,13 +781,12 @@ def test_an_lstm_head_in_parts_generates_the_same_tokens_as_the_whole_one(
     assert check_served_generation(tmp_path / "split", prompt)[: len(greedy)] == greedy
 
 
-def test_the_lstm_head_is_split_by_its_size_and_refuses_a_bad_count() -> None:
+def test_the_lstm_head_is_whole_by_default_and_refuses_a_bad_count() -> None:
     from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
 
-    tiny = LSTMConfig(vocab_size=8000, embedding_dim=8, units=128)
-    assert LSTMServing(build_lstm(tiny)).head_parts == 2
     toy = build_lstm(LSTMConfig(vocab_size=50, embedding_dim=8, units=8))
     assert LSTMServing(toy).head_parts == 1
+    assert LSTMServing(toy, head_parts=2).head_parts == 2
     with pytest.raises(ValueError, match="a head of input width 8 splits into 1 to 8 parts, not 9"):
         LSTMServing(toy, head_parts=9)
 

@@ -213,8 +213,8 @@ def test_a_widened_head_keeps_the_logits_and_hides_the_extra_ids(parts: int) -> 
     assert [k.shape.as_list() for k in head.kernels] == [[64, r] for r in part_sizes(8, parts)]
 
 
-def test_part_sizes_and_the_default_number_of_parts() -> None:
-    from tweetgen_build.generation import HEAD_PARTS, default_head_parts, part_sizes
+def test_part_sizes() -> None:
+    from tweetgen_build.generation import part_sizes
 
     assert part_sizes(128, 1) == [128]
     assert part_sizes(128, 2) == [64, 64]
@@ -222,9 +222,6 @@ def test_part_sizes_and_the_default_number_of_parts() -> None:
     for parts in (0, 9):
         with pytest.raises(ValueError, match=f"splits into 1 to 8 parts, not {parts}"):
             part_sizes(8, parts)
-    # The tiny preset's LSTM head (128 by 8,000) is split; a toy head is not.
-    assert default_head_parts(8000, 128) == HEAD_PARTS == 2
-    assert default_head_parts(50, 8) == 1
 
 
 def test_sampling_never_picks_a_widened_id_even_from_the_whole_width() -> None:

@@ -507,5 +507,16 @@ def test_thread_pools_come_from_the_container_environment() -> None:
     assert pools == ThreadPools(intra_op=1, inter_op=0)
     with pytest.raises(ValueError, match=r"SAGEMAKER_TFS_INTRA_OP_PARALLELISM .* 'two'"):
         ThreadPools.from_environment({"SAGEMAKER_TFS_INTRA_OP_PARALLELISM": "two"})
-    with pytest.raises(ValueError, match=r"SAGEMAKER_TFS_INTER_OP_PARALLELISM .* -1"):
-        ThreadPools.from_environment({"SAGEMAKER_TFS_INTER_OP_PARALLELISM": "-1"})
+    # -1: each request's operations on the thread that received it (no inter-op pool). Like
+    # TensorFlow Serving, which applies the two settings only when one is above 0.
+    caller = {"SAGEMAKER_TFS_INTRA_OP_PARALLELISM": "1", "SAGEMAKER_TFS_INTER_OP_PARALLELISM": "-1"}
+    assert ThreadPools.from_environment(caller) == ThreadPools(intra_op=1, inter_op=-1)
+    alone = {"SAGEMAKER_TFS_INTER_OP_PARALLELISM": "-1"}
+    assert ThreadPools.from_environment(alone) == ThreadPools(0, 0)
+    with pytest.raises(
+        ValueError,
+        match=r"SAGEMAKER_TFS_INTER_OP_PARALLELISM must be -1 \(each request on its own thread\) or more, not -2",
+    ):
+        ThreadPools.from_environment({"SAGEMAKER_TFS_INTER_OP_PARALLELISM": "-2"})
+    with pytest.raises(ValueError, match=r"SAGEMAKER_TFS_INTRA_OP_PARALLELISM must be 0 .* not -1"):
+        ThreadPools.from_environment({"SAGEMAKER_TFS_INTRA_OP_PARALLELISM": "-1"})
