@@ -319,14 +319,13 @@ def test_each_thread_pool_setting_serves_the_same_tokens_and_sizes_its_own_pool(
     assert rest[0, 0] == rest[0, 1] > rest[1, 0] == rest[1, 1] == rest[1, -1]
 
 
-@pytest.mark.parametrize("inter", [-1, 0])
 def test_an_inter_op_setting_of_minus_one_runs_each_request_on_its_callers_thread(
-    inter: int, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     """The stack's InferenceInterOpThreads of -1: a session loaded as TensorFlow Serving loads
     it runs a request's operations on the thread that called it (two callers at once, each on
     its own), where 0 hands them to the inter-op pool. An operation of the signature reports
-    the thread it runs on."""
+    the thread it runs on. Both sessions in one process: -1 is each session's own setting."""
     served = _run_fresh(
         textwrap.dedent(
             f"""
@@ -347,26 +346,25 @@ def test_an_inter_op_setting_of_minus_one_runs_each_request_on_its_callers_threa
             probe = Probe()
             directory = Path({str(tmp_path / "probe")!r})
             tf.saved_model.save(probe, str(directory), signatures=probe.where)
-            served = SessionSavedModel(directory, intra_op_threads=1, inter_op_threads={inter})
-            seen = []
+            seen = {{}}
+            for inter in (-1, 0):
+                served = SessionSavedModel(directory, intra_op_threads=1, inter_op_threads=inter)
+                seen[inter] = []
 
-            def call():
-                out = served.run("serving_default", {{"x": np.int64(0)}})
-                seen.append([threading.get_native_id(), int(out["thread"])])
+                def call():
+                    out = served.run("serving_default", {{"x": np.int64(0)}})
+                    seen[inter].append(threading.get_native_id() == int(out["thread"]))
 
-            callers = [threading.Thread(target=call) for _ in range(2)]
-            for caller in callers:
-                caller.start()
-            for caller in callers:
-                caller.join()
-            print(json.dumps({{"seen": seen}}))
+                callers = [threading.Thread(target=call) for _ in range(2)]
+                for caller in callers:
+                    caller.start()
+                for caller in callers:
+                    caller.join()
+            print(json.dumps({{"on_caller": [seen[-1], seen[0]]}}))
             """
         )
     )
-    seen = served["seen"]
-    assert len(seen) == 2
-    on_caller = [caller == ran for caller, ran in seen]
-    assert on_caller == ([True, True] if inter < 0 else [False, False])
+    assert served["on_caller"] == [[True, True], [False, False]]
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every setting is one thread")
