@@ -73,9 +73,11 @@ LSTM_GROUPS = "lstm-groups"
 GPT2_GROUPS = "gpt2-groups"
 ROW_GROUPS = 2
 SERVED = {"lstm": ["lstm", LSTM_GROUPS], "gpt2": ["gpt2", XLA, GROWING, GPT2_GROUPS]}
-# Row groups run their loops side by side on the inter-op pool: served with one (inter-op 0)
-# beside the stack's intra-op setting, and carrying no goal.
+# Row groups run their loops side by side on the inter-op pool: served with one and carrying
+# no goal. INTER_OP_POOL is one thread per operation and an inter-op pool of one thread per
+# core (intra-op 1, inter-op 0), the stack's setting before -1.
 GROUPED = (LSTM_GROUPS, GPT2_GROUPS)
+INTER_OP_POOL = (1, 0)
 LABELS = {
     "lstm": "LSTM",
     "gpt2": "GPT-2",
@@ -244,11 +246,10 @@ def serving_worker(
 
 def start_servers(kind: str, root: Path, prompts: np.ndarray, seed: int) -> dict[str, Worker]:
     """A serving process per module of this kind with the stack's thread pools (row groups with
-    an inter-op pool: ``GROUPED``), and one with TensorFlow's own pools for its default module;
+    ``INTER_OP_POOL``: ``GROUPED``), and one with TensorFlow's own pools for its default module;
     all loaded before anything is timed."""
     stack = stack_thread_pools()
-    pooled = (stack[0], 0)
-    plan = [(name, name, pooled if name in GROUPED else stack) for name in SERVED[kind]]
+    plan = [(name, name, INTER_OP_POOL if name in GROUPED else stack) for name in SERVED[kind]]
     plan.append((kind + TF_POOLS, kind, (0, 0)))
     servers: dict[str, Worker] = {}
     try:
@@ -457,9 +458,9 @@ def run(data: Path = DEFAULT_DATA, *, quick: bool = False, seed: int = 7) -> Ben
     notes.append(
         f"{LABELS[LSTM_GROUPS]} and {LABELS[GPT2_GROUPS]} = the row_groups={ROW_GROUPS} export"
         " option (tweetgen train --row-groups): the rows of a request decoded as groups, each in"
-        " a loop of its own, side by side on the inter-op pool, so served with one (inter-op"
-        " 0); at batch 1, one loop as by default. It costs requests that arrive together more"
-        " CPU: see serving_threads"
+        " a loop of its own, side by side on the inter-op pool, so served with one (intra-op"
+        f" {INTER_OP_POOL[0]}, inter-op {INTER_OP_POOL[1]}); at batch 1, one loop as by default."
+        " It costs requests that arrive together more CPU: see serving_threads"
     )
     intra, inter = stack_thread_pools()
     notes.append(

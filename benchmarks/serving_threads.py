@@ -52,6 +52,7 @@ from benchmarks.common import (
 )
 from benchmarks.generation_speedup import (
     GPT2_GROUPS,
+    INTER_OP_POOL,
     LABELS,
     LSTM_GROUPS,
     ROW_GROUPS,
@@ -69,9 +70,6 @@ CLIENTS = 2
 PAUSE_S = 0.05
 TF_POOLS = (0, 0)
 ONE_EACH = (1, 1)
-# One thread per operation and an inter-op pool of one thread per core: the stack's setting
-# before -1, and what row groups need (their loops run side by side on that pool).
-INTER_OP_POOL = (1, 0)
 
 
 def log(message: str) -> None:

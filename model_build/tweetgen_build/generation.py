@@ -426,10 +426,10 @@ class GeneratorServing(tf.Module):
     ``row_groups`` (1 unless a model's module sets it): how many groups of rows ``generate``
     decodes a batch in, each in a loop of its own, side by side on the model server's inter-op
     pool (``generate_in_row_groups``; a server that runs each request on its own thread, the
-    stack's default, runs the loops one after the other). A lone request of several prompts may be answered
-    sooner, depending on the model and the machine; each loop runs as many operations per token
-    as one loop for the whole batch, so requests that arrive together, which keep every core
-    busy anyway, cost more CPU in all. Tiny models at batch 8 in 2 groups
+    stack's default, runs the loops one after the other). A lone request of several prompts may
+    be answered sooner, depending on the model and the machine; each loop runs as many
+    operations per token as one loop for the whole batch, so requests that arrive together,
+    which keep every core busy anyway, cost more CPU in all. Tiny models at batch 8 in 2 groups
     (``benchmarks/serving_threads.py``): on a 2-core Xeon a lone request 1.13 to 1.65 times as
     fast, two clients at once 0.70 to 0.72 times the requests per second; on a 2-core AMD EPYC
     a lone request 1.34 times as fast for the LSTM but 0.77 times for GPT-2, two clients 0.75
