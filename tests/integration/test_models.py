@@ -889,3 +889,63 @@ def test_gpt2_serving_rejects_inconsistent_options(random_gpt2: Any) -> None:
         GPT2Serving(random_gpt2, static_cache=False, jit_compile=True)
     with pytest.raises(ValueError, match="cache_bucket"):
         GPT2Serving(random_gpt2, cache_bucket=0)
+
+
+@pytest.mark.parametrize("model", ["lstm", "gpt2"])
+def test_the_decoding_loop_runs_as_one_while_operation(
+    random_gpt2: Any, model: str, tmp_path: Path
+) -> None:
+    """Served from a session as TensorFlow Serving runs it, the export's decoding loop is one
+    While operation whose turns are calls of its body, not lowered to Switch, Merge and
+    NextIteration nodes that the session runs at every token: a trace of a request shows the
+    While, and the same operations whether it asks for 4 tokens or 12. The tokens are those
+    of the module called in Python."""
+    import keras
+    from tweetgen_build.gpt2 import GPT2Serving
+    from tweetgen_build.lstm import LSTMConfig, LSTMServing, build_lstm
+    from tweetgen_build.packaging import SessionSavedModel, export_saved_model
+
+    if model == "gpt2":
+        module: Any = GPT2Serving(random_gpt2, eos_id=0)
+    else:
+        keras.utils.set_random_seed(4)
+        lstm = build_lstm(LSTMConfig(vocab_size=50, embedding_dim=8, units=8))
+        module = LSTMServing(lstm, eos_id=0)
+    export_saved_model(module, tmp_path / model)
+    served = SessionSavedModel(tmp_path / model, intra_op_threads=1, inter_op_threads=-1)
+    signature = served._signatures["serving_default"]
+    rows = [[3, 5, 17, 44, 3], [9, 2]]
+    ids, mask = _left_padded(rows)
+
+    def traced(new: int) -> tuple[dict[str, Any], list[str]]:
+        """The request's outputs and the types of the operations that the session ran."""
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "max_new_tokens": np.int32(new),
+            "temperature": np.float32(1.0),
+            "top_k": np.int32(40),
+            "seed": np.int64(3),
+        }
+        metadata = tf.compat.v1.RunMetadata()
+        out = served._session.run(
+            {key: info.name for key, info in signature.outputs.items()},
+            {signature.inputs[key].name: value for key, value in inputs.items()},
+            options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE),
+            run_metadata=metadata,
+        )
+        ran = [
+            node.timeline_label.split(" = ")[-1].split("(")[0]
+            for device in metadata.step_stats.dev_stats
+            for node in device.node_stats
+        ]
+        return out, sorted(ran)
+
+    few, few_ran = traced(4)
+    many, many_ran = traced(12)
+    assert {"While", "StatelessWhile"} & set(many_ran)
+    assert few_ran == many_ran
+    for out, new in ((few, 4), (many, 12)):
+        expected = _module_output(module, rows, new=new, temperature=1.0, seed=3)
+        assert out["generated_ids"].tolist() == expected["generated_ids"]
+        assert out["lengths"].tolist() == expected["lengths"]
