@@ -13,7 +13,6 @@ from itertools import pairwise
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import tensorflow as tf
-from tensorflow.core.framework import attr_value_pb2
 
 _MASK32 = 0xFFFFFFFF
 T = TypeVar("T")
@@ -291,38 +290,6 @@ Prefill = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, Cache]]
 Step = Callable[[tf.Tensor, Cache], tuple[tf.Tensor, Cache]]
 
 
-# The attribute by which TensorFlow lowers a While operation to Switch, Merge and NextIteration
-# nodes when a graph is prepared to run (``True`` on every ``tf.while_loop`` in a function).
-LOWER_ATTR = "_lower_using_switch_merge"
-
-
-def while_loop_kept_whole(
-    cond: Callable[..., tf.Tensor], body: Callable[..., Any], loop_vars: Any, invariants: Any
-) -> Any:
-    """``tf.while_loop`` whose While operation runs as itself, its body one function call per
-    turn, instead of being lowered to control-flow nodes.
-
-    Lowered, every loop variable passes through a Merge, a Switch and a NextIteration node at
-    every turn, each an operation that the model server schedules; GPT-2's decoding loop carries
-    about 37 (its cache and the request's weights), over 100 such nodes per generated token.
-    Kept whole, the loop passes its variables to the body as arguments. Served in turns on a
-    2-core AMD EPYC (AVX-512), 300-400 rounds: tiny GPT-2 1.06 times as fast at batch 1 and 1.03
-    at batch 8, with the same tokens; the tiny LSTM, which carries fewer, the same (0.99-1.00).
-    Executed eagerly, it is ``tf.while_loop``.
-    """
-    if tf.executing_eagerly():
-        return tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
-    graph = tf.compat.v1.get_default_graph()
-    before = len(graph.get_operations())
-    outputs = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
-    whole = attr_value_pb2.AttrValue(b=False)
-    for op in graph.get_operations()[before:]:
-        if op.type in ("While", "StatelessWhile"):
-            # As TensorFlow sets it (control_flow_util_v2.maybe_set_lowering_attr).
-            op._set_attr(LOWER_ATTR, whole)
-    return outputs
-
-
 def generate_loop(
     prefill: Prefill,
     step: Step,
@@ -384,7 +351,7 @@ def generate_loop(
         tf.TensorShape([None]),
         tf.TensorShape(None),
     )
-    _, _, _, _, out = while_loop_kept_whole(cond, body, loop_vars, invariants)
+    _, _, _, _, out = tf.while_loop(cond, body, loop_vars, shape_invariants=invariants)
     generated = tf.transpose(out.stack())[:, : tf.minimum(out.size(), max_new_tokens)]
     is_eos = tf.cast(tf.equal(generated, eos_id), tf.int32)
     lengths = tf.reduce_sum(1 - tf.minimum(tf.cumsum(is_eos, axis=1), 1), axis=1)
