@@ -51,6 +51,10 @@ class FastGPT2Serving(GPT2Serving):
             else None
         )
 
+    def for_export(self) -> GPT2Serving:
+        """Itself: each variant is exported as it is measured."""
+        return self
+
     def _model_inputs(self, input_ids: tf.Tensor) -> dict[str, Any]:
         if self.own_embedding:
             return super()._model_inputs(input_ids)

@@ -439,6 +439,12 @@ class GeneratorServing(tf.Module):
     eos_id: int
     row_groups: int = 1
 
+    def for_export(self) -> GeneratorServing:
+        """The module to save as a SavedModel (``packaging.export_saved_model``): this one, or a
+        new one over the same model's weights as they are now, with what every request would
+        otherwise derive from them kept as variables of its own."""
+        return self
+
     def prefill(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> tuple[tf.Tensor, Cache]:
         raise NotImplementedError
 

@@ -34,9 +34,13 @@ INFERENCE_SOURCE = Path(__file__).resolve().parent / "serving" / "inference.py"
 
 
 def export_saved_model(serving: tf.Module, directory: Path) -> None:
-    """Write the SavedModel with its three signatures (generation is ``serving_default``)."""
+    """Write the SavedModel with its three signatures (generation is ``serving_default``),
+    of the serving module's ``for_export()`` where it has one."""
     import tensorflow as tf
 
+    for_export = getattr(serving, "for_export", None)
+    if for_export is not None:
+        serving = for_export()
     tf.saved_model.save(
         serving,
         str(directory),

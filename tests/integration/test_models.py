@@ -889,3 +889,55 @@ def test_gpt2_serving_rejects_inconsistent_options(random_gpt2: Any) -> None:
         GPT2Serving(random_gpt2, static_cache=False, jit_compile=True)
     with pytest.raises(ValueError, match="cache_bucket"):
         GPT2Serving(random_gpt2, cache_bucket=0)
+
+
+def test_a_gpt2_export_serves_its_tied_table_as_it_was_when_exported(tmp_path: Path) -> None:
+    """``export_saved_model`` saves ``GPT2Serving.for_export()``: a module whose widened,
+    transposed vocabulary head is a copy of the tied table taken at export. Weights changed
+    after the module was built, as training changes them, are the ones the export serves (in a
+    session, as TensorFlow Serving runs it); the module itself keeps reading the table. A
+    vocabulary of 300 is no whole number of sampler blocks: the copy carries the -inf bias
+    columns. Without a widened head (XLA, the growing cache) the export is the module itself."""
+    import keras
+    from tweetgen_build.gpt2 import GPT2Serving, GPT2Settings, build_gpt2
+    from tweetgen_build.packaging import SessionSavedModel, export_saved_model
+
+    keras.utils.set_random_seed(6)
+    settings = GPT2Settings(
+        vocab_size=300, n_positions=32, n_embd=32, n_layer=2, n_head=2, dropout=0.0
+    )
+    model = _randomised(build_gpt2(settings))
+    module = GPT2Serving(model, eos_id=0)
+    rows = [[3, 5, 17, 44], [9]]
+    before = _module_output(module, rows, new=10, temperature=1.0, seed=2)
+    table = model.transformer.wte.embeddings
+    table.assign(table * -1.5 + 0.1)
+    after = _module_output(module, rows, new=10, temperature=1.0, seed=2)
+    assert after != before
+
+    exported = module.for_export()
+    assert exported is not module and exported.for_export() is exported
+    assert module._head_kernel is None and exported._head_kernel is not None
+    copied = exported._head_kernel.numpy()
+    assert copied.shape == (32, 304)
+    np.testing.assert_array_equal(copied[:, :300], table.numpy().T)
+    export_saved_model(module, tmp_path / "gpt2")
+    ids, mask = _left_padded(rows)
+    served = SessionSavedModel(tmp_path / "gpt2", intra_op_threads=1, inter_op_threads=-1).run(
+        "serving_default",
+        {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "max_new_tokens": np.int32(10),
+            "temperature": np.float32(1.0),
+            "top_k": np.int32(40),
+            "seed": np.int64(2),
+        },
+    )
+    assert served["generated_ids"].tolist() == after["generated_ids"]
+    assert served["lengths"].tolist() == after["lengths"]
+    for plain in (
+        GPT2Serving(model, eos_id=0, jit_compile=True),
+        GPT2Serving(model, eos_id=0, static_cache=False),
+    ):
+        assert plain.for_export() is plain
