@@ -286,7 +286,8 @@ class GPT2Serving(GeneratorServing):
       row as element-wise products and sums: oneDNN's BatchMatMul and Softmax cost more than the
       arithmetic at that size). Up to ``WIDEN_MAX_ELEMENTS``, its
       vocabulary head is the tied table widened once per request (``sampling_head``), so its
-      logits come out as wide as the sampler's blocks.
+      logits come out as wide as the sampler's blocks; in a SavedModel, once at export
+      (``for_export``, which builds a module with ``head_snapshot=True``).
     - ``static_cache=False``: transformers' layers with their growing cache (``past_key_values``,
       one concatenation per token and layer).
 
