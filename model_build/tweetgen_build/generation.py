@@ -145,6 +145,13 @@ def part_sizes(width: int, parts: int) -> list[int]:
     return [width // parts + (i < width % parts) for i in range(parts)]
 
 
+def bias_rows(bias: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+    """A bias [n] repeated for every row of the batch, [batch, n]: added to a product as an
+    operation of its own rather than fused into the MatMul, which oneDNN then runs slower (see
+    ``tweetgen_build.gpt2._apply``)."""
+    return tf.tile(bias[None, :], [batch, 1])
+
+
 class Head(NamedTuple):
     """A vocabulary head as the decoding loop applies it (see ``sampling_head``).
 
@@ -197,7 +204,7 @@ def sampling_head(
     if bias is None:
         return Head(kernels)
     if batch is not None:
-        bias = tf.tile(bias[None, :], [batch, 1])
+        bias = bias_rows(bias, batch)
     return Head(kernels, (bias,))
 
 

@@ -20,6 +20,7 @@ from tweetgen_build.generation import (
     GeneratorServing,
     Head,
     Unsaved,
+    bias_rows,
     left_pad_positions,
     sampling_head,
     widen_logits,
@@ -196,7 +197,7 @@ def _norm(layer: Any) -> Pair:
 def _bias_rows(linear: Pair, batch: tf.Tensor) -> Pair:
     """The kernel, and the bias repeated for every row of the batch (see ``_apply``)."""
     kernel, bias = linear
-    return kernel, tf.tile(bias[None, :], [batch, 1])
+    return kernel, bias_rows(bias, batch)
 
 
 def _apply(x: tf.Tensor, linear: Pair) -> tf.Tensor:
@@ -467,7 +468,7 @@ class GPT2Serving(GeneratorServing):
         if not self.widen_head:
             return ()
         if self._head_kernel is not None:  # see for_export
-            bias = tuple(tf.tile(row[None, :], [batch, 1]) for row in self._head_bias)
+            bias = tuple(bias_rows(row, batch) for row in self._head_bias)
             return Head((tf.convert_to_tensor(self._head_kernel),), bias)
         head = sampling_head(self._table(), vocab_axis=0, batch=batch)
         (rows,) = head.kernels
