@@ -40,6 +40,33 @@ def test_select_next_is_greedy_at_zero_temperature_and_top1() -> None:
     assert top1.numpy().tolist() == [1, 0]
 
 
+def test_greedy_picks_the_largest_logit_even_among_fewer_finite_values_than_k() -> None:
+    """Greedy decoding draws 0, which picks the first candidate whatever the others' weights:
+    at temperature 0 a candidate of logit -inf has weight NaN, which the search passes over."""
+    rng = np.random.default_rng(5)
+    logits = np.full((4, 8000), -np.inf, np.float32)
+    for row, finite in enumerate((3, 39, 40, 8000)):
+        ids = rng.choice(8000, size=finite, replace=False)
+        logits[row, ids] = rng.normal(size=finite)
+    seeds = tf.range(4, dtype=tf.int64)
+    for top_k in (40, 0, 1):
+        for temperature in (0.0, -1.0):
+            greedy = select_next(
+                tf.constant(logits),
+                tf.constant(temperature),
+                tf.constant(top_k),
+                seeds,
+                tf.constant(3),
+            )
+            assert greedy.numpy().tolist() == np.argmax(logits, axis=-1).tolist()
+    # Sampling from the same rows never picks a -inf logit.
+    for step in range(10):
+        sampled = select_next(
+            tf.constant(logits), tf.constant(1.0), tf.constant(40), seeds, tf.constant(step)
+        ).numpy()
+        assert np.isfinite(logits[np.arange(4), sampled]).all()
+
+
 def test_sampling_stays_within_top_k_and_follows_the_distribution() -> None:
     probs = np.array([0.5, 0.3, 0.15, 0.05, 0.0])
     logits = tf.constant(np.log(np.maximum(probs, 1e-12))[None, :].repeat(4000, 0), tf.float32)
@@ -225,7 +252,7 @@ def test_part_sizes() -> None:
 
 
 def test_sampling_never_picks_a_widened_id_even_from_the_whole_width() -> None:
-    from tweetgen_build.generation import _pick, head_logits, sampling_head
+    from tweetgen_build.generation import _pick, head_logits, sampling_head, sampling_plan
 
     rng = np.random.default_rng(6)
     head = sampling_head(tf.constant(rng.normal(size=(4, 50)).astype(np.float32)), parts=2)
@@ -241,5 +268,6 @@ def test_sampling_never_picks_a_widened_id_even_from_the_whole_width() -> None:
         )
         assert int(tf.reduce_max(picked)) < 50
     nearly_one = tf.constant(1.0 - 1e-7)
-    picked = _pick(logits, tf.constant(5.0), tf.constant(64), tf.fill([16, 1], nearly_one))
+    plan = sampling_plan(tf.constant(0.2), tf.constant(64), 64)
+    picked = _pick(logits, plan, tf.fill([16, 1], nearly_one))
     assert int(tf.reduce_max(picked)) < 50
