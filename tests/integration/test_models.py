@@ -503,6 +503,29 @@ def test_gpt2_static_cache_equals_the_growing_cache_across_bucket_sizes(
             assert got == expected, (bucket, new, temperature)
 
 
+def test_gpt2_prompt_pass_equals_transformers_layers(random_gpt2: Any) -> None:
+    """The static cache's hand-written pass over the prompt gives transformers' last hidden
+    state and, at every position that is not padding, its keys and values."""
+    from tweetgen_build.generation import left_pad_positions
+    from tweetgen_build.gpt2 import GPT2Serving
+
+    module = GPT2Serving(random_gpt2, eos_id=0)
+    ids, mask = _left_padded([[0, 5, 17, 250, 3], [0, 9], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+    ids, mask = tf.constant(ids), tf.constant(mask)
+    positions = left_pad_positions(mask)
+    decoding = module._decoding(mask, tf.shape(ids)[1])
+    hidden, keys, values = module._prompt_pass(ids, mask, positions, decoding)
+    expected_hidden, past = module._forward(ids, mask, positions, None)
+    np.testing.assert_allclose(hidden, expected_hidden[:, -1, :], rtol=1e-4, atol=1e-4)
+    real = mask.numpy().T.astype(bool)  # [positions, batch], as the slot-major cache
+    assert len(keys) == len(values) == len(past) == 2
+    for key, value, (expected_key, expected_value) in zip(keys, values, past, strict=True):
+        for got, expected in ((key, expected_key), (value, expected_value)):
+            expected = tf.transpose(expected, [2, 0, 1, 3]).numpy()  # [positions, batch, ...]
+            assert got.shape == expected.shape
+            np.testing.assert_allclose(got.numpy()[real], expected[real], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("activation", ["gelu", "relu", "gelu_fast"])
 def test_gpt2_static_cache_uses_the_checkpoints_activation(activation: str) -> None:
     """A checkpoint loaded with --init-from may use another activation than GPT-2's tanh
