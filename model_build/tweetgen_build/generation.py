@@ -80,11 +80,12 @@ def candidate_ids(positions: tf.Tensor, blocks: tf.Tensor) -> tf.Tensor:
     return tf.gather(blocks, positions // _BLOCK, batch_dims=1) * _BLOCK + positions % _BLOCK
 
 
-def block_floor_shift(k: tf.Tensor, blocks: int | tf.Tensor) -> tf.Tensor:
-    """0 when each of the k largest values has a chosen block (``k`` <= ``blocks``), else -inf:
-    added to the smallest chosen maximum, the floor below which no value is among the k
-    largest. Computed once per request: every token of a request has the same k."""
-    return tf.where(k <= blocks, 0.0, float("-inf"))
+def block_choice(k: tf.Tensor, blocks: int | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """How many blocks hold the k largest values, ``min(k, blocks)``, and the floor's shift:
+    0 when each of them has a chosen block (``k`` <= ``blocks``), else -inf, added to the
+    smallest chosen maximum, the floor below which no value is among the k largest. Computed
+    once per request: every token of a request has the same k."""
+    return tf.minimum(k, blocks), tf.where(k <= blocks, 0.0, float("-inf"))
 
 
 def block_count(logits: tf.Tensor) -> Any:
@@ -98,9 +99,8 @@ def block_candidates(
     logits: tf.Tensor, k: tf.Tensor, chosen: tf.Tensor, floor_shift: tf.Tensor
 ) -> Candidates:
     """The ``k`` largest ``logits`` of each row, in two small top-k passes (see
-    ``top_k_candidates``). ``chosen`` is ``min(k, blocks)`` and ``floor_shift`` is
-    ``block_floor_shift(k, blocks)``: the decoding loop computes both once per request, not at
-    every token."""
+    ``top_k_candidates``). ``chosen`` and ``floor_shift`` are ``block_choice(k, blocks)``: the
+    decoding loop computes them once per request, not at every token."""
     logits = widen_logits(logits)
     grouped = tf.reshape(logits, [-1, block_count(logits), _BLOCK])
     maxima, best = tf.math.top_k(tf.reduce_max(grouped, axis=-1), k=chosen)
@@ -133,9 +133,7 @@ def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     per generated token, inside the loop). With a vocabulary size known when the graph is
     built (every model's), the block arithmetic costs no operation per token.
     """
-    logits = widen_logits(logits)
-    blocks = block_count(logits)
-    found = block_candidates(logits, k, tf.minimum(k, blocks), block_floor_shift(k, blocks))
+    found = block_candidates(logits, k, *block_choice(k, block_count(widen_logits(logits))))
     return found.values, candidate_ids(found.positions, found.blocks)
 
 
@@ -281,21 +279,16 @@ class SamplingPlan(NamedTuple):
 
     inverse_temperature: tf.Tensor  # 1/T, or 0 for greedy decoding
     k: tf.Tensor  # how many candidates (``candidate_count``)
-    chosen: tf.Tensor  # how many blocks hold them: min(k, blocks)
-    floor_shift: tf.Tensor  # ``block_floor_shift``
+    chosen: tf.Tensor  # how many blocks hold them: min(k, blocks) (``block_choice``)
+    floor_shift: tf.Tensor  # the floor's shift (``block_choice``)
 
 
-def sampling_plan(temperature: tf.Tensor, top_k: tf.Tensor, width: Any) -> SamplingPlan:
-    """The plan for logits ``width`` wide (a multiple of the sampler's blocks: see
-    ``widen_logits``)."""
-    k = candidate_count(top_k, width)
-    blocks = width // _BLOCK
-    return SamplingPlan(
-        _inverse_temperature(temperature),
-        k,
-        tf.minimum(k, blocks),
-        block_floor_shift(k, blocks),
-    )
+def sampling_plan(temperature: tf.Tensor, top_k: tf.Tensor, logits: tf.Tensor) -> SamplingPlan:
+    """The plan for a request whose logits are as wide as ``logits`` once widened to whole
+    blocks (``widen_logits``)."""
+    blocks = block_count(widen_logits(logits))
+    k = candidate_count(top_k, blocks * _BLOCK)
+    return SamplingPlan(_inverse_temperature(temperature), k, *block_choice(k, blocks))
 
 
 def sampling_draws(uniforms: tf.Tensor, plan: SamplingPlan) -> tf.Tensor:
@@ -344,8 +337,7 @@ def select_next(
 
     Sampling only among the top-k candidates keeps the cost independent of the vocabulary size.
     """
-    logits = widen_logits(logits)
-    plan = sampling_plan(temperature, top_k, block_count(logits) * _BLOCK)
+    plan = sampling_plan(temperature, top_k, logits)
     uniform = step_uniforms(row_seeds, step + 1)[step][:, None]
     return _pick(logits, plan, sampling_draws(uniform, plan))
 
@@ -390,8 +382,7 @@ def generate_loop(
     max_new_tokens = tf.maximum(max_new_tokens, 0)
     # What sampling needs, computed once per request: the plan, and one draw per row and
     # token, [steps, batch, 1] as ``_pick`` takes them (no reshape per token).
-    logits = widen_logits(logits)
-    plan = sampling_plan(temperature, top_k, block_count(logits) * _BLOCK)
+    plan = sampling_plan(temperature, top_k, logits)
     draws = sampling_draws(
         step_uniforms(
             tf.cast(seed, tf.int64) + tf.range(batch, dtype=tf.int64),

@@ -268,6 +268,6 @@ def test_sampling_never_picks_a_widened_id_even_from_the_whole_width() -> None:
         )
         assert int(tf.reduce_max(picked)) < 50
     nearly_one = tf.constant(1.0 - 1e-7)
-    plan = sampling_plan(tf.constant(0.2), tf.constant(64), 64)
+    plan = sampling_plan(tf.constant(0.2), tf.constant(64), logits)
     picked = _pick(logits, plan, tf.fill([16, 1], nearly_one))
     assert int(tf.reduce_max(picked)) < 50
