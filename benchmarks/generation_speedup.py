@@ -17,7 +17,11 @@ forward pass does not depend on the weights' values. The prompts are the first 8
 held-out tweets. Both paths sample top-k 40 at temperature 0.8 and produce 32 new tokens (ours
 is checked to run all 32 steps: it stops early only when every row has sampled end-of-text).
 The loops and the served modules are timed in turns, one call of each per round, so a burst of
-load on a shared machine falls on both sides of a ratio.
+load on a shared machine falls on both sides of a ratio. A loop takes a turn in only a few
+rounds (``REPEATS``): it takes one to two seconds, and a served module's call that comes right
+after one is slower, as after any idle time (on a 2-core Zen 4 EPYC, a served call of the tiny
+LSTM at batch 8 right after 1.5 s asleep took 17.2 ms against 13.8 ms back to back, medians of
+6); the medians are over many calls, so the few that follow a loop do not decide them.
 GPT-2 is exported three ways against the same loops: the library's default module (static
 key/value cache, no XLA), the same with its decoding step compiled by XLA (``jit_compile=True``,
 an export option that the model server must allow), and with transformers' growing cache (the
@@ -80,6 +84,8 @@ GROWING = "gpt2-growing"
 LSTM_GROUPS = "lstm-groups"
 GPT2_GROUPS = "gpt2-groups"
 ROW_GROUPS = 2
+# Calls timed per batch size: (each served module's, each loop's), in a --quick run and a full one.
+REPEATS = {"quick": (15, 2), "full": (30, 3)}
 SERVED = {"lstm": ["lstm", LSTM_GROUPS], "gpt2": ["gpt2", XLA, GROWING, GPT2_GROUPS]}
 # Row groups run their loops side by side on the inter-op pool: served with one and carrying
 # no goal. INTER_OP_POOL is one thread per operation and an inter-op pool of one thread per
@@ -424,7 +430,7 @@ def batch_results(
 def measure_preset(
     preset: str, vocab_size: int, eos_id: int, prompts: np.ndarray, seed: int, quick: bool
 ) -> tuple[list[Row], dict[str, Any]]:
-    reps = (5, 2) if quick else (20, 3)
+    reps = REPEATS["quick" if quick else "full"]
     log(f"build untrained {preset}-preset models (vocab {vocab_size:,}) and export them")
     models = Models(preset, vocab_size, eos_id, seed)
     root = OUT_DIR / NAME / preset
