@@ -89,10 +89,11 @@ def block_choice(k: tf.Tensor, blocks: int | tf.Tensor) -> tuple[tf.Tensor, tf.T
 
 
 def block_count(logits: tf.Tensor) -> Any:
-    """How many blocks of ``_BLOCK`` ids the widened ``logits`` hold: a Python int when the
-    vocabulary size is known when the graph is built (every model's), else a tensor."""
+    """How many blocks of ``_BLOCK`` ids ``logits`` hold once widened (``widen_logits``), counted
+    without widening them: a Python int when the vocabulary size is known when the graph is
+    built (every model's), else a tensor."""
     width: Any = logits.shape[-1]
-    return (tf.shape(logits)[-1] if width is None else width) // _BLOCK
+    return -(-(tf.shape(logits)[-1] if width is None else width) // _BLOCK)
 
 
 def block_candidates(
@@ -133,7 +134,7 @@ def top_k_candidates(logits: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     per generated token, inside the loop). With a vocabulary size known when the graph is
     built (every model's), the block arithmetic costs no operation per token.
     """
-    found = block_candidates(logits, k, *block_choice(k, block_count(widen_logits(logits))))
+    found = block_candidates(logits, k, *block_choice(k, block_count(logits)))
     return found.values, candidate_ids(found.positions, found.blocks)
 
 
@@ -286,7 +287,7 @@ class SamplingPlan(NamedTuple):
 def sampling_plan(temperature: tf.Tensor, top_k: tf.Tensor, logits: tf.Tensor) -> SamplingPlan:
     """The plan for a request whose logits are as wide as ``logits`` once widened to whole
     blocks (``widen_logits``)."""
-    blocks = block_count(widen_logits(logits))
+    blocks = block_count(logits)
     k = candidate_count(top_k, blocks * _BLOCK)
     return SamplingPlan(_inverse_temperature(temperature), k, *block_choice(k, blocks))
 
